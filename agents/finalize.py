@@ -1,0 +1,69 @@
+"""Node ``finalize``: the answer message, its citations and the decision record."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langgraph.runtime import Runtime
+
+from setpoint.agents.resources import Resources, RunContext
+from setpoint.tracing import ATTR, node_span, set_attributes
+
+__all__ = ["make_finalize"]
+
+
+def make_finalize(res: Resources) -> Any:
+    def finalize(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+        thresholds = runtime.context.thresholds()
+        with node_span(res.tracer, "finalize") as span:
+            status = state.get("status") or "answered"
+            route = state.get("route") or "answer"
+            if route not in {"answer", "retrieve", "escalate"}:
+                route = "answer"
+            passages = (state.get("passages") or []) if status == "answered" else []
+            citations = [
+                {"index": i, "id": p["id"], "title": p.get("title", ""), "source": p.get("source", ""), "score": p.get("score")}
+                for i, p in enumerate(passages, start=1)
+            ]
+            unavailable = bool(state.get("retrieval_unavailable"))
+            if route == "answer" and not unavailable and state.get("retrieval_calls", 0) == 0:
+                # The answer did not need Weaviate; flag it when Weaviate is down anyway.
+                unavailable = not res.retrieval_available()
+            probe = state.get("probe") or {}
+            decision = {
+                "route": route,
+                "reason": state.get("reason", ""),
+                "status": status,
+                "probe_entropy": probe.get("signal"),
+                "answer_entropy": state.get("answer_entropy"),
+                "setpoint": thresholds.setpoint,
+                "probe_setpoint": thresholds.probe_setpoint,
+                "retrieval_calls": int(state.get("retrieval_calls", 0)),
+                "retrieval_unavailable": unavailable,
+                "adapter": state.get("adapter"),
+                "dropped_passages": len(state.get("dropped_passages") or []),
+                "uncertain_after_budget": bool(state.get("uncertain_after_budget")),
+            }
+            set_attributes(
+                span,
+                {
+                    ATTR.ROUTE: route,
+                    ATTR.REASON: decision["reason"],
+                    ATTR.RETRIEVAL_CALLS: decision["retrieval_calls"],
+                    ATTR.RETRIEVAL_UNAVAILABLE: unavailable,
+                    ATTR.ADAPTER: decision["adapter"],
+                    ATTR.PASSAGE_IDS: [c["id"] for c in citations],
+                    "setpoint.status": status,
+                },
+            )
+            return {
+                "status": status,
+                "route": route,
+                "citations": citations,
+                "retrieval_unavailable": unavailable,
+                "decision": decision,
+                "messages": [AIMessage(state.get("answer", ""), response_metadata={"setpoint": decision})],
+            }
+
+    return finalize

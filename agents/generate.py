@@ -1,0 +1,140 @@
+"""Node ``generate``: decode the answer token by token under the thermostat.
+
+Closed-book (no passages yet) or with the retrieved passages. When the smoothed entropy
+stays above the setpoint for N steps and the retrieval budget allows, decoding stops and the
+graph goes back to retrieval with the question plus the partial answer as the query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
+
+from setpoint.agents.probe import select_adapter
+from setpoint.agents.resources import Resources, RunContext
+from setpoint.agents.thermostat import Thermostat
+from setpoint.tracing import ATTR, node_span, set_attributes
+
+__all__ = ["make_generate"]
+
+
+def _stream_writer() -> Any:
+    try:
+        return get_stream_writer()
+    except RuntimeError:  # called outside a graph run (unit tests of the node alone)
+        return lambda _chunk: None
+
+
+def make_generate(res: Resources) -> Any:
+    def generate(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+        from setpoint.adapters.generator import Passage
+
+        ctx = runtime.context
+        thresholds = ctx.thresholds()
+        question = state["question"]
+        passages = [Passage(p["id"], p.get("title", ""), p["text"]) for p in state.get("passages") or []]
+        retrievals = int(state.get("retrieval_calls", 0))
+        phase = "reader" if passages else "closed_book"
+        write = _stream_writer()
+        with node_span(res.tracer, "generate", **{"setpoint.phase": phase}) as node:
+            adapter = select_adapter(res, ctx.adapter)
+            generator = res.generator()
+            prompt = generator.prompt_ids(question, passages)
+            thermostat = Thermostat(thresholds, retrievals_used=retrievals)
+            trace: list[dict[str, Any]] = list(state.get("signal_trace") or [])
+            pieces: list[str] = []
+            entropies: list[float] = []
+            fired_at: int | None = None
+            finish = "length"
+            with res.tracer.start_as_current_span(f"chat {generator.name}") as chat:
+                set_attributes(
+                    chat,
+                    {
+                        ATTR.OPERATION: "chat",
+                        ATTR.PROVIDER: "transformers",
+                        ATTR.REQUEST_MODEL: generator.name,
+                        ATTR.REQUEST_MAX_TOKENS: ctx.max_new_tokens,
+                        ATTR.REQUEST_TEMPERATURE: 0.0,
+                        ATTR.INPUT_TOKENS: len(prompt),
+                        ATTR.ADAPTER: adapter,
+                    },
+                )
+                for token in generator.stream(prompt, max_new_tokens=ctx.max_new_tokens):
+                    event = thermostat.update(token.signals.entropy)
+                    record = {
+                        "phase": phase,
+                        "step": token.index,
+                        "token": token.text,
+                        "entropy": round(token.signals.entropy, 4),
+                        "ema": round(event.ema, 4),
+                        "margin": round(token.signals.margin, 4),
+                        "lens": {str(k): round(v, 4) for k, v in token.signals.lens_entropy.items()},
+                        "fired": event.fired,
+                    }
+                    trace.append(record)
+                    write({"type": "token", **record})
+                    if token.token_id in generator.stop_ids:
+                        finish = "stop"
+                        break
+                    pieces.append(token.text)
+                    entropies.append(token.signals.entropy)
+                    if event.fired:
+                        fired_at = token.index
+                        finish = "thermostat"
+                        write({"type": "thermostat", "step": token.index, "ema": event.ema, "setpoint": thresholds.setpoint})
+                        break
+                text = "".join(pieces).strip()
+                set_attributes(
+                    chat,
+                    {
+                        ATTR.OUTPUT_TOKENS: len(pieces),
+                        ATTR.FINISH_REASONS: [finish],
+                        ATTR.THERMOSTAT_FIRED_AT: fired_at,
+                    },
+                )
+                if res.settings.trace_content:
+                    set_attributes(chat, {ATTR.INPUT_MESSAGES: generator.messages(question, passages), ATTR.OUTPUT_MESSAGES: [{"role": "assistant", "content": text}]})
+            mean_entropy = sum(entropies) / len(entropies) if entropies else 0.0
+            update: dict[str, Any] = {
+                "signal_trace": trace,
+                "adapter": adapter,
+                "answer_entropy": mean_entropy,
+                "pending_retrieval": fired_at is not None,
+            }
+            if fired_at is not None:
+                update.update(
+                    route="retrieve",
+                    reason=(
+                        f"entropy EMA {thermostat.ema:.2f} above setpoint {thresholds.setpoint:g} "
+                        f"for {thresholds.consecutive_steps} steps at token {fired_at}"
+                    ),
+                    partial_answer=text,
+                    query=f"{question} {text}".strip(),
+                )
+            else:
+                update.update(
+                    answer=text,
+                    route="retrieve" if passages else "answer",
+                    uncertain_after_budget=thermostat.fired_after_budget,
+                )
+                if not passages:
+                    update["reason"] = (
+                        f"entropy EMA stayed under setpoint {thresholds.setpoint:g} "
+                        f"(mean {mean_entropy:.2f} over {len(entropies)} tokens)"
+                    )
+            set_attributes(
+                node,
+                {
+                    ATTR.ROUTE: update["route"],
+                    ATTR.REASON: update.get("reason", state.get("reason")),
+                    ATTR.ENTROPY: thermostat.ema if thermostat.ema is not None else mean_entropy,
+                    ATTR.SETPOINT: thresholds.setpoint,
+                    ATTR.RETRIEVAL_CALLS: retrievals,
+                    ATTR.ADAPTER: adapter,
+                },
+            )
+            return update
+
+    return generate

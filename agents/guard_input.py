@@ -1,0 +1,100 @@
+"""Node ``guard_input``: validate the question and apply the policy before any model work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import HumanMessage
+from langgraph.runtime import Runtime
+
+from setpoint.agents.resources import Resources, RunContext
+from setpoint.errors import InputError
+from setpoint.tracing import ATTR, node_span
+
+__all__ = ["make_guard_input", "question_from_state", "validate_question"]
+
+# Fields that describe one question; cleared at the start of every turn of a conversation.
+PER_QUESTION_RESET: dict[str, Any] = {
+    "route": "",
+    "reason": "",
+    "probe": {},
+    "signal_trace": [],
+    "partial_answer": None,
+    "query": "",
+    "passages": [],
+    "dropped_passages": [],
+    "verdicts": [],
+    "answer": "",
+    "citations": [],
+    "retrieval_calls": 0,
+    "retrieval_unavailable": False,
+    "adapter": None,
+    "answer_entropy": 0.0,
+    "uncertain_after_budget": False,
+    "pending_retrieval": False,
+    "status": "answered",
+    "draft_answer": "",
+    "decision": {},
+}
+
+
+def validate_question(question: object, max_chars: int) -> str:
+    """Return the stripped question, or raise ``InputError`` saying what is wrong with it.
+
+    Example:
+        >>> validate_question("  Who wrote Hamlet? ", 100)
+        'Who wrote Hamlet?'
+    """
+    if not isinstance(question, str):
+        raise InputError(f"the question must be text, got {type(question).__name__}")
+    text = question.strip()
+    if not text:
+        raise InputError("the question is empty; ask something, e.g. setpoint ask \"Who wrote Hamlet?\"")
+    if len(text) > max_chars:
+        raise InputError(
+            f"the question is {len(text)} characters, over the limit of {max_chars}; "
+            "shorten it or raise SETPOINT_MAX_QUESTION_CHARS"
+        )
+    controls = sum(1 for ch in text if (ord(ch) < 32 and ch not in "\t\n\r") or ch == "\ufffd")
+    if controls:
+        raise InputError(
+            f"the question contains {controls} control or undecodable character(s); "
+            "send plain UTF-8 text"
+        )
+    return text
+
+
+def question_from_state(state: dict[str, Any]) -> object:
+    """The question field, or the content of the last human message."""
+    question = state.get("question")
+    if question:
+        return question
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            return message.content
+    return question
+
+
+def make_guard_input(res: Resources) -> Any:
+    def guard_input(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+        with node_span(res.tracer, "guard_input") as span:
+            question = validate_question(question_from_state(state), res.settings.max_question_chars)
+            verdict = res.policy(runtime.context.policy_file).check_question(question)
+            update: dict[str, Any] = {
+                **PER_QUESTION_RESET,
+                "question": question,
+                "verdicts": [verdict.to_dict()],
+            }
+            if not state.get("messages") or state.get("question"):
+                update["messages"] = [HumanMessage(question)]
+            if verdict.allowed:
+                update["route"] = "probe"
+            else:
+                update["route"] = "escalate"
+                update["reason"] = verdict.reason
+            span.set_attribute(ATTR.ROUTE, update["route"])
+            if not verdict.allowed:
+                span.set_attribute(ATTR.REASON, verdict.reason)
+            return update
+
+    return guard_input

@@ -1,0 +1,131 @@
+"""What the nodes run on: the generator, the search tool, the policy and the tracer, built lazily.
+
+A ``Resources`` is created once per process (or per test) and handed to ``build_graph``;
+nothing heavy is loaded until a node first needs it, so importing and compiling the graph
+stays cheap (``langgraph dev`` imports it at start-up).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from setpoint.errors import SetpointError
+from setpoint.settings import Settings
+from setpoint.tracing import tracer_from
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+    from opentelemetry.trace import Tracer, TracerProvider
+
+    from setpoint.adapters.generator import Generator
+    from setpoint.agents.thermostat import Thresholds
+    from setpoint.tools.policy import Policy
+
+__all__ = ["Resources", "RunContext"]
+
+
+class RunContext(Protocol):
+    """The run-time settings nodes read (``setpoint.graphs.context.Context`` satisfies it)."""
+
+    top_k: int
+    alpha: float
+    max_new_tokens: int
+    adapter: str | None
+    policy_file: str | None
+
+    def thresholds(self) -> Thresholds: ...
+
+
+@dataclass
+class Resources:
+    """Lazily built dependencies of the graph's nodes.
+
+    Heavy parts are methods, not properties: LangGraph inspects node closures attribute by
+    attribute when compiling, and a property would load the model at import time.
+
+    Pass ready objects to replace the defaults (tests pass a tiny generator and an in-memory
+    store); leave them None to build them from ``settings`` on first use.
+
+    Example:
+        >>> res = Resources(settings=Settings.from_env())
+        >>> res.generator()  # doctest: +SKIP  (loads the model now)
+    """
+
+    settings: Settings = field(default_factory=Settings.from_env)
+    tracer_provider: TracerProvider | None = None
+    _generator: Generator | None = None
+    _store: Any = None
+    _search_tool: BaseTool | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _warmup: Future[bool] | None = field(default=None, repr=False)
+
+    @property
+    def tracer(self) -> Tracer:
+        return tracer_from(self.tracer_provider)
+
+    def generator(self) -> Generator:
+        with self._lock:
+            if self._generator is None:
+                from setpoint.adapters.generator import Generator
+
+                self._generator = Generator.from_pretrained(
+                    self.settings.generator_dir, threads=self.settings.threads
+                )
+            return self._generator
+
+    def store(self) -> Any:
+        """The passage store (``WeaviateStore`` unless one was injected); not yet connected."""
+        with self._lock:
+            if self._store is None:
+                from setpoint.adapters.embedder import Embedder
+                from setpoint.adapters.store import WeaviateStore
+
+                self._store = WeaviateStore.from_settings(
+                    self.settings, Embedder.from_settings(self.settings)
+                )
+            return self._store
+
+    def search_tool(self) -> BaseTool:
+        with self._lock:
+            if self._search_tool is None:
+                from setpoint.tools.search import make_search_tool
+
+                self._search_tool = make_search_tool(self.store())
+            return self._search_tool
+
+    def policy(self, path: str | None = None) -> Policy:
+        from setpoint.tools.policy import load_policy
+
+        return load_policy(path or (str(self.settings.policy_file) if self.settings.policy_file else None))
+
+    def warm_up_retrieval(self) -> None:
+        """Start connecting to Weaviate in the background (overlaps model loading)."""
+        with self._lock:
+            if self._warmup is None:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="setpoint-warmup")
+                self._warmup = pool.submit(self._connect)
+                pool.shutdown(wait=False)
+
+    def _connect(self) -> bool:
+        try:
+            self.store().connect()
+        except SetpointError:
+            return False
+        return True
+
+    def retrieval_available(self) -> bool:
+        """Whether the store answers; waits for a background warm-up if one is running."""
+        self.warm_up_retrieval()
+        assert self._warmup is not None
+        return self._warmup.result()
+
+    def close(self) -> None:
+        """Close the store (and stop an embedded server this process started)."""
+        with self._lock:
+            if self._warmup is not None:
+                self._warmup.result()
+            if self._store is not None and hasattr(self._store, "close"):
+                self._store.close()

@@ -1,0 +1,1 @@
+"""setpoint.graphs."""

@@ -1,0 +1,61 @@
+"""The graph's state: what one question accumulates on its way from input to answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+__all__ = ["InputState", "OutputState", "SetpointState"]
+
+
+class InputState(TypedDict, total=False):
+    """What a caller sends: a question, or chat messages whose last human turn is the question."""
+
+    question: str
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class OutputState(TypedDict, total=False):
+    """What a caller gets back."""
+
+    question: str
+    messages: Annotated[list[AnyMessage], add_messages]
+    answer: str
+    status: Literal["answered", "abstained"]
+    route: str
+    reason: str
+    citations: list[dict[str, Any]]
+    retrieval_calls: int
+    retrieval_unavailable: bool
+    dropped_passages: list[dict[str, Any]]
+    decision: dict[str, Any]
+
+
+class SetpointState(InputState, OutputState, total=False):
+    """The full working state. Per-question fields are reset by ``guard_input`` on every turn.
+
+    Attributes:
+        route: the current route (answer / retrieve / escalate).
+        probe: signals of the prefill pass (entropy, margin, logit-lens entropies).
+        signal_trace: one record per generated token (entropy, EMA, margin, fired) across passes.
+        partial_answer: what generation had produced when the thermostat fired.
+        query: the retrieval query (question, plus the partial answer on mid-answer re-entry).
+        passages: passages that reached the prompt, with id, title, text, source and score.
+        dropped_passages: passages the injection check removed, with the reason.
+        verdicts: every policy verdict, allowed or not.
+        adapter: the LoRA adapter the answer was generated with (None: base model).
+    """
+
+    probe: dict[str, Any]
+    signal_trace: list[dict[str, Any]]
+    partial_answer: str | None
+    query: str
+    passages: list[dict[str, Any]]
+    verdicts: list[dict[str, Any]]
+    adapter: str | None
+    answer_entropy: float
+    draft_answer: str
+    pending_retrieval: bool
+    uncertain_after_budget: bool

@@ -1,0 +1,171 @@
+"""Process-wide settings, read once from ``SETPOINT_*`` environment variables (CLI flags override them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from setpoint.errors import ConfigError
+
+__all__ = ["WEAVIATE_VERSION", "Settings", "default_cache_dir"]
+
+#: The Weaviate server version ``setpoint setup`` builds and the embedded server runs.
+WEAVIATE_VERSION = "v1.39.0"
+
+
+def default_cache_dir() -> Path:
+    """Where built and converted artifacts live (``SETPOINT_CACHE_DIR`` or the user cache dir)."""
+    explicit = os.environ.get("SETPOINT_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("setpoint", appauthor=False))
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(f"SETPOINT_{name}")
+    return value if value not in (None, "") else None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return math.inf if raw.lower() in {"inf", "infinity"} else float(raw)
+    except ValueError:
+        raise ConfigError(f"SETPOINT_{name}={raw!r} is not a number; set it to e.g. 2.5") from None
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"SETPOINT_{name}={raw!r} is not an integer") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = _env(name)
+    if raw is None:
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"SETPOINT_{name}={raw!r} is not a boolean; use true or false")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything setpoint reads from the environment.
+
+    Example:
+        >>> s = Settings.from_env()
+        >>> s.weaviate_binary.name
+        'weaviate-server-v1.39.0'
+    """
+
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    #: A local Hugging Face model directory that replaces the default SmolLM2 generator.
+    model_dir: Path | None = None
+    #: A local sentence-transformers directory that replaces the packaged all-MiniLM-L6-v2.
+    embedder_dir: Path | None = None
+    #: An external Weaviate (``http://host:port``); unset means the embedded local server.
+    weaviate_url: str | None = None
+    weaviate_grpc_port: int | None = None
+    weaviate_api_key: str | None = None
+    weaviate_binary_override: Path | None = None
+    weaviate_data_override: Path | None = None
+    weaviate_timeout_s: float = 10.0
+    collection: str = "SetpointPassages"
+    trace_file_override: Path | None = None
+    #: Put prompt and answer text into spans (off by default: traces may leave the machine).
+    trace_content: bool = False
+    trace_console: bool = False
+    policy_file: Path | None = None
+    max_question_chars: int = 2000
+    setpoint: float = 1.6
+    threads: int | None = None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read ``SETPOINT_*`` variables; unset ones keep their defaults."""
+        def path(name: str) -> Path | None:
+            raw = _env(name)
+            return Path(raw).expanduser() if raw else None
+
+        threads = _env_int("THREADS", 0)
+        grpc = _env_int("WEAVIATE_GRPC_PORT", 0)
+        settings = cls(
+            model_dir=path("MODEL_DIR"),
+            embedder_dir=path("EMBEDDER_DIR"),
+            weaviate_url=_env("WEAVIATE_URL"),
+            weaviate_grpc_port=grpc or None,
+            weaviate_api_key=_env("WEAVIATE_API_KEY"),
+            weaviate_binary_override=path("WEAVIATE_BINARY"),
+            weaviate_data_override=path("WEAVIATE_DATA"),
+            weaviate_timeout_s=_env_float("WEAVIATE_TIMEOUT", 10.0),
+            collection=_env("COLLECTION") or "SetpointPassages",
+            trace_file_override=path("TRACE_FILE"),
+            trace_content=_env_bool("TRACE_CONTENT", False),
+            trace_console=_env_bool("TRACE_CONSOLE", False),
+            policy_file=path("POLICY_FILE"),
+            max_question_chars=_env_int("MAX_QUESTION_CHARS", 2000),
+            setpoint=_env_float("SETPOINT", 1.6),
+            threads=threads or None,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject values no run could use."""
+        if not self.collection[:1].isupper() or not self.collection.isidentifier():
+            raise ConfigError(
+                f"collection name {self.collection!r} must start with a capital letter and "
+                "contain only letters, digits and underscores (Weaviate's rule)"
+            )
+        if self.max_question_chars < 1:
+            raise ConfigError("SETPOINT_MAX_QUESTION_CHARS must be at least 1")
+        if self.weaviate_timeout_s <= 0:
+            raise ConfigError("SETPOINT_WEAVIATE_TIMEOUT must be a positive number of seconds")
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (validated)."""
+        new = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        new.validate()
+        return new
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """The fp32 safetensors conversion of the packaged GGUF generator."""
+        return self.cache_dir / "models" / "SmolLM2-135M-Instruct"
+
+    @property
+    def generator_dir(self) -> Path:
+        """The generator to load: the configured directory or the converted default."""
+        return self.model_dir if self.model_dir is not None else self.model_cache_dir
+
+    @property
+    def weaviate_binary(self) -> Path:
+        if self.weaviate_binary_override is not None:
+            return self.weaviate_binary_override
+        return self.cache_dir / "bin" / f"weaviate-server-{WEAVIATE_VERSION}"
+
+    @property
+    def weaviate_data_dir(self) -> Path:
+        if self.weaviate_data_override is not None:
+            return self.weaviate_data_override
+        return self.cache_dir / "weaviate-data"
+
+    @property
+    def trace_file(self) -> Path:
+        if self.trace_file_override is not None:
+            return self.trace_file_override
+        return self.cache_dir / "traces" / "spans.jsonl"

@@ -1,0 +1,169 @@
+"""OpenTelemetry set-up and span helpers: GenAI semantic-convention names plus ``setpoint.*`` attributes.
+
+Tracing is injected: a ``TracerProvider`` is built here (JSON-lines file, console, OTLP when
+``OTEL_EXPORTER_OTLP_*`` is set) or passed in by the caller (tests use an in-memory exporter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+__all__ = [
+    "ATTR",
+    "JsonLinesSpanExporter",
+    "configure_tracing",
+    "node_span",
+    "set_attributes",
+    "tracer_from",
+]
+
+TRACER_NAME = "setpoint"
+
+
+class ATTR:
+    """Attribute names: GenAI semantic conventions where one exists, ``setpoint.*`` otherwise."""
+
+    OPERATION = "gen_ai.operation.name"
+    PROVIDER = "gen_ai.provider.name"
+    AGENT_NAME = "gen_ai.agent.name"
+    REQUEST_MODEL = "gen_ai.request.model"
+    REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+    REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+    INPUT_TOKENS = "gen_ai.usage.input_tokens"
+    OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+    FINISH_REASONS = "gen_ai.response.finish_reasons"
+    TOOL_NAME = "gen_ai.tool.name"
+    TOOL_TYPE = "gen_ai.tool.type"
+    DATA_SOURCE = "gen_ai.data_source.id"
+    CONVERSATION = "gen_ai.conversation.id"
+    INPUT_MESSAGES = "gen_ai.input.messages"
+    OUTPUT_MESSAGES = "gen_ai.output.messages"
+    DB_SYSTEM = "db.system.name"
+    DB_COLLECTION = "db.collection.name"
+    ROUTE = "setpoint.route"
+    REASON = "setpoint.reason"
+    ENTROPY = "setpoint.entropy"
+    SETPOINT = "setpoint.setpoint"
+    RETRIEVAL_CALLS = "setpoint.retrieval_calls"
+    ADAPTER = "setpoint.adapter"
+    NODE = "setpoint.node"
+    PASSAGE_IDS = "setpoint.passage_ids"
+    DROPPED_PASSAGES = "setpoint.dropped_passages"
+    THERMOSTAT_FIRED_AT = "setpoint.thermostat.fired_at_step"
+    RETRIEVAL_UNAVAILABLE = "setpoint.retrieval_unavailable"
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Writes each finished span as one JSON object per line (what ``setpoint trace`` reads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = path.open("a", encoding="utf-8")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self._lock:
+            if self._file is None:
+                return SpanExportResult.FAILURE
+            for span in spans:
+                # to_json() is the SDK's own serialisation; compacted to a single line.
+                self._file.write(json.dumps(json.loads(span.to_json())) + "\n")
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+        return True
+
+
+def configure_tracing(
+    *,
+    service_name: str = "setpoint",
+    jsonl_path: Path | None = None,
+    console: bool = False,
+    exporters: Sequence[SpanExporter] = (),
+) -> TracerProvider:
+    """Build a ``TracerProvider`` with the requested exporters (not installed globally).
+
+    OTLP export is added when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set and the OTLP exporter package is installed.
+
+    Example:
+        >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        >>> provider = configure_tracing(exporters=[InMemorySpanExporter()])
+    """
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    # Synchronous export: a CLI run is short and must not lose its spans at exit.
+    if jsonl_path is not None:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(jsonl_path)))
+    if console:
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    for exporter in exporters:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:  # pragma: no cover - optional dependency
+            pass
+        else:
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def tracer_from(provider: trace.TracerProvider | None) -> Tracer:
+    """The setpoint tracer of ``provider``, or of the global provider when None."""
+    if provider is None:
+        return trace.get_tracer(TRACER_NAME)
+    return provider.get_tracer(TRACER_NAME)
+
+
+def set_attributes(span: Span, attributes: Mapping[str, Any]) -> None:
+    """Set attributes, skipping None and turning dicts into JSON (OTel takes only scalars and lists)."""
+    for key, value in attributes.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            value = json.dumps(value, sort_keys=True)
+        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):
+            value = json.dumps(list(value), sort_keys=True)
+        span.set_attribute(key, value)
+
+
+@contextmanager
+def node_span(tracer: Tracer, node: str, **attributes: Any) -> Iterator[Span]:
+    """A span for one graph node, named ``node <name>`` and tagged ``setpoint.node``."""
+    with tracer.start_as_current_span(f"node {node}") as span:
+        set_attributes(span, {ATTR.NODE: node, **attributes})
+        yield span

@@ -1,0 +1,63 @@
+"""Integration fixtures: the real embedder, a fresh embedded Weaviate, the SQuAD passages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from setpoint.adapters.corpus import PassageRecord, read_jsonl
+from setpoint.adapters.embedder import Embedder
+from setpoint.adapters.store import WeaviateStore
+from setpoint.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The packaged all-MiniLM-L6-v2, loaded once for the whole session."""
+    model = Embedder.from_settings(Settings.from_env())
+    model.dimension  # noqa: B018 -- load now so the first test does not pay for it
+    return model
+
+
+@pytest.fixture(scope="session")
+def weaviate_store(
+    tmp_path_factory: pytest.TempPathFactory, embedder: Embedder
+) -> Iterator[WeaviateStore]:
+    """A store on a freshly started weaviate-server with an empty data dir."""
+    settings = Settings.from_env().replace(
+        weaviate_data_override=tmp_path_factory.mktemp("weaviate-data"),
+        collection="TestPassages",
+        # Always the embedded server, even when the environment points at another one.
+        weaviate_url=None,
+        weaviate_api_key=None,
+    )
+    if not settings.weaviate_binary.is_file():
+        pytest.skip(
+            f"weaviate-server binary not found at {settings.weaviate_binary}; run `setpoint setup`"
+        )
+    store = WeaviateStore.from_settings(settings, embedder)
+    store.connect()
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def squad_passages() -> list[PassageRecord]:
+    """The first 50 SQuAD passages."""
+    # SETPOINT_SQUAD_DIR, or shared/data/squad beside the repository (../shared).
+    explicit = os.environ.get("SETPOINT_SQUAD_DIR")
+    squad = (
+        Path(explicit).expanduser()
+        if explicit
+        else Path(__file__).resolve().parents[3] / "shared" / "data" / "squad"
+    )
+    path = squad / "passages.jsonl"
+    if not path.is_file():
+        pytest.skip(f"SQuAD passages not found at {path}; set SETPOINT_SQUAD_DIR")
+    records, bad = read_jsonl(path)
+    assert not bad, f"unexpected bad lines in {path}: {bad[:3]}"
+    first: list[PassageRecord] = records[:50]
+    return first
