@@ -79,7 +79,6 @@ class Generator:
         lens_layers: Sequence[int] | None = None,
         prefix_cache_size: int = 4,
     ) -> None:
-        import torch
 
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -168,7 +167,9 @@ class Generator:
             from peft import PeftModel
 
             if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self.model, str(directory), adapter_name=adapter)
+                self._peft = PeftModel.from_pretrained(
+                    self.model, str(directory), adapter_name=adapter
+                )
                 self._peft.eval()
             else:
                 self._peft.load_adapter(str(directory), adapter_name=adapter)
@@ -203,9 +204,7 @@ class Generator:
                 {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
                 {"role": "user", "content": question},
             ]
-        context = "\n\n".join(
-            f"[{i}] {p.title}: {p.text}" for i, p in enumerate(passages, start=1)
-        )
+        context = "\n\n".join(f"[{i}] {p.title}: {p.text}" for i, p in enumerate(passages, start=1))
         return [
             {"role": "system", "content": READER_SYSTEM_PROMPT},
             {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
@@ -314,7 +313,7 @@ class Generator:
                     return
                 generated.append(token)
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                piece, shown = text[len(shown):], text
+                piece, shown = text[len(shown) :], text
                 yield GeneratedToken(index, token, piece, signals)
                 if index + 1 < max_new_tokens:
                     logits, cache = self._forward(torch.tensor([[token]], dtype=torch.long), cache)

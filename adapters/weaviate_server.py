@@ -44,6 +44,8 @@ LOG_FILE = "weaviate-server.log"
 _LOCK_FILE = ".setpoint-weaviate.lock"
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 10.0
+# A loopback readiness poll must never go through an HTTP_PROXY from the environment.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # Servers started by this process, by resolved data dir: a second start on the same dir in
 # the same process is a programming error we report instead of letting the server crash.
@@ -569,7 +571,7 @@ class WeaviateServer:
                     f"{_log_summary(self.log_path)} (log: {self.log_path})"
                 )
             try:
-                with urllib.request.urlopen(ready_url, timeout=1.0) as response:
+                with _NO_PROXY.open(ready_url, timeout=1.0) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):

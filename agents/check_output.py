@@ -13,7 +13,12 @@ __all__ = ["make_check_output", "output_problem"]
 
 
 def output_problem(
-    answer: str, *, answer_entropy: float, abstain_above: float, used_passages: bool, budget_spent: bool
+    answer: str,
+    *,
+    answer_entropy: float,
+    abstain_above: float,
+    used_passages: bool,
+    budget_spent: bool,
 ) -> str | None:
     """The reason code that stops an answer, or None when it may be given. Pure.
 

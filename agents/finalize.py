@@ -23,7 +23,13 @@ def make_finalize(res: Resources) -> Any:
                 route = "answer"
             passages = (state.get("passages") or []) if status == "answered" else []
             citations = [
-                {"index": i, "id": p["id"], "title": p.get("title", ""), "source": p.get("source", ""), "score": p.get("score")}
+                {
+                    "index": i,
+                    "id": p["id"],
+                    "title": p.get("title", ""),
+                    "source": p.get("source", ""),
+                    "score": p.get("score"),
+                }
                 for i, p in enumerate(passages, start=1)
             ]
             unavailable = bool(state.get("retrieval_unavailable"))
@@ -63,7 +69,9 @@ def make_finalize(res: Resources) -> Any:
                 "citations": citations,
                 "retrieval_unavailable": unavailable,
                 "decision": decision,
-                "messages": [AIMessage(state.get("answer", ""), response_metadata={"setpoint": decision})],
+                "messages": [
+                    AIMessage(state.get("answer", ""), response_metadata={"setpoint": decision})
+                ],
             }
 
     return finalize

@@ -34,7 +34,9 @@ def make_generate(res: Resources) -> Any:
         ctx = runtime.context
         thresholds = ctx.thresholds()
         question = state["question"]
-        passages = [Passage(p["id"], p.get("title", ""), p["text"]) for p in state.get("passages") or []]
+        passages = [
+            Passage(p["id"], p.get("title", ""), p["text"]) for p in state.get("passages") or []
+        ]
         retrievals = int(state.get("retrieval_calls", 0))
         phase = "reader" if passages else "closed_book"
         write = _stream_writer()
@@ -70,7 +72,9 @@ def make_generate(res: Resources) -> Any:
                         "entropy": round(token.signals.entropy, 4),
                         "ema": round(event.ema, 4),
                         "margin": round(token.signals.margin, 4),
-                        "lens": {str(k): round(v, 4) for k, v in token.signals.lens_entropy.items()},
+                        "lens": {
+                            str(k): round(v, 4) for k, v in token.signals.lens_entropy.items()
+                        },
                         "fired": event.fired,
                     }
                     trace.append(record)
@@ -83,7 +87,14 @@ def make_generate(res: Resources) -> Any:
                     if event.fired:
                         fired_at = token.index
                         finish = "thermostat"
-                        write({"type": "thermostat", "step": token.index, "ema": event.ema, "setpoint": thresholds.setpoint})
+                        write(
+                            {
+                                "type": "thermostat",
+                                "step": token.index,
+                                "ema": event.ema,
+                                "setpoint": thresholds.setpoint,
+                            }
+                        )
                         break
                 text = "".join(pieces).strip()
                 set_attributes(
@@ -95,7 +106,13 @@ def make_generate(res: Resources) -> Any:
                     },
                 )
                 if res.settings.trace_content:
-                    set_attributes(chat, {ATTR.INPUT_MESSAGES: generator.messages(question, passages), ATTR.OUTPUT_MESSAGES: [{"role": "assistant", "content": text}]})
+                    set_attributes(
+                        chat,
+                        {
+                            ATTR.INPUT_MESSAGES: generator.messages(question, passages),
+                            ATTR.OUTPUT_MESSAGES: [{"role": "assistant", "content": text}],
+                        },
+                    )
             mean_entropy = sum(entropies) / len(entropies) if entropies else 0.0
             update: dict[str, Any] = {
                 "signal_trace": trace,

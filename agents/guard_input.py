@@ -49,7 +49,9 @@ def validate_question(question: object, max_chars: int) -> str:
         raise InputError(f"the question must be text, got {type(question).__name__}")
     text = question.strip()
     if not text:
-        raise InputError("the question is empty; ask something, e.g. setpoint ask \"Who wrote Hamlet?\"")
+        raise InputError(
+            'the question is empty; ask something, e.g. setpoint ask "Who wrote Hamlet?"'
+        )
     if len(text) > max_chars:
         raise InputError(
             f"the question is {len(text)} characters, over the limit of {max_chars}; "
@@ -78,7 +80,9 @@ def question_from_state(state: dict[str, Any]) -> object:
 def make_guard_input(res: Resources) -> Any:
     def guard_input(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         with node_span(res.tracer, "guard_input") as span:
-            question = validate_question(question_from_state(state), res.settings.max_question_chars)
+            question = validate_question(
+                question_from_state(state), res.settings.max_question_chars
+            )
             verdict = res.policy(runtime.context.policy_file).check_question(question)
             update: dict[str, Any] = {
                 **PER_QUESTION_RESET,

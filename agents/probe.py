@@ -21,7 +21,11 @@ def select_adapter(res: Resources, requested: str | None) -> str | None:
     once, then switched to), or None for the base model.
     """
     generator = res.generator()
-    if requested is not None and requested not in generator.adapters and Path(requested).expanduser().is_dir():
+    if (
+        requested is not None
+        and requested not in generator.adapters
+        and Path(requested).expanduser().is_dir()
+    ):
         requested = generator.load_adapter(requested)
     generator.set_adapter(requested)
     return generator.active_adapter
@@ -37,13 +41,21 @@ def make_probe(res: Resources) -> Any:
             prompt = generator.prompt_ids(state["question"])
             signals = generator.probe(prompt)
             signal = probe_signal(signals.entropy, signals.lens_entropy)
-            route = choose_route(signal, thresholds, retrievals_used=state.get("retrieval_calls", 0))
+            route = choose_route(
+                signal, thresholds, retrievals_used=state.get("retrieval_calls", 0)
+            )
             if route == "answer":
-                reason = f"probe entropy {signal:.2f} <= probe setpoint {thresholds.probe_setpoint:g}"
+                reason = (
+                    f"probe entropy {signal:.2f} <= probe setpoint {thresholds.probe_setpoint:g}"
+                )
             elif route == "retrieve":
-                reason = f"probe entropy {signal:.2f} > probe setpoint {thresholds.probe_setpoint:g}"
+                reason = (
+                    f"probe entropy {signal:.2f} > probe setpoint {thresholds.probe_setpoint:g}"
+                )
             elif signal > thresholds.escalate_above:
-                reason = f"probe entropy {signal:.2f} > escalate_above {thresholds.escalate_above:g}"
+                reason = (
+                    f"probe entropy {signal:.2f} > escalate_above {thresholds.escalate_above:g}"
+                )
             else:
                 reason = "retrieval needed but the retrieval budget is 0"
             span.set_attribute(ATTR.ROUTE, route)

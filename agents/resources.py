@@ -99,7 +99,9 @@ class Resources:
     def policy(self, path: str | None = None) -> Policy:
         from setpoint.tools.policy import load_policy
 
-        return load_policy(path or (str(self.settings.policy_file) if self.settings.policy_file else None))
+        return load_policy(
+            path or (str(self.settings.policy_file) if self.settings.policy_file else None)
+        )
 
     def warm_up_retrieval(self) -> None:
         """Start connecting to Weaviate in the background (overlaps model loading)."""

@@ -64,7 +64,9 @@ def make_retrieve(res: Resources) -> Any:
                 if verdict.allowed:
                     kept.append(dict(hit))
                 else:
-                    dropped.append({"id": hit["id"], "reason": verdict.reason, "matched": verdict.matched})
+                    dropped.append(
+                        {"id": hit["id"], "reason": verdict.reason, "matched": verdict.matched}
+                    )
                     verdicts.append({**verdict.to_dict(), "passage_id": hit["id"]})
             set_attributes(
                 node,
@@ -82,7 +84,10 @@ def make_retrieve(res: Resources) -> Any:
                 "retrieval_calls": calls,
                 "route": "retrieve",
                 "messages": [
-                    AIMessage("", tool_calls=[{"name": call["name"], "args": call["args"], "id": call["id"]}]),
+                    AIMessage(
+                        "",
+                        tool_calls=[{"name": call["name"], "args": call["args"], "id": call["id"]}],
+                    ),
                     message,
                 ],
             }

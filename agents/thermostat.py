@@ -144,7 +144,9 @@ class Thermostat:
         self.step += 1
         if step < th.warmup_steps:
             return ThermostatEvent(step, entropy, entropy, 0, False, self.armed)
-        self.ema = entropy if self.ema is None else th.ema_alpha * entropy + (1 - th.ema_alpha) * self.ema
+        self.ema = (
+            entropy if self.ema is None else th.ema_alpha * entropy + (1 - th.ema_alpha) * self.ema
+        )
         fired = False
         if self.ema > th.setpoint:
             self.above += 1

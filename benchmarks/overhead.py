@@ -66,10 +66,13 @@ def main() -> None:
 
     def run_generate(ids: list[int]) -> int:
         out = gen.model.generate(
-            torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=False, eos_token_id=eos,
+            torch.tensor([ids]),
+            max_new_tokens=args.max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
             pad_token_id=eos[0],
         )
-        new = out[0, len(ids):].tolist()
+        new = out[0, len(ids) :].tolist()
         return len([t for t in new if t not in gen.stop_ids])
 
     def run_stream(ids: list[int]) -> int:
@@ -127,13 +130,19 @@ def main() -> None:
         )
     print(f"{'variant':<10} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'ratio':>6}")
     for r in rows:
-        print(f"{r['variant']:<10} {r['tokens']:>7} {r['seconds']:>8.2f} {r['tokens_per_s']:>7.2f} {r['ratio_vs_generate']:>6.3f}")
+        print(
+            f"{r['variant']:<10} {r['tokens']:>7} {r['seconds']:>8.2f} {r['tokens_per_s']:>7.2f} {r['ratio_vs_generate']:>6.3f}"
+        )
     result = {
         "benchmark": "overhead",
         "model": gen.name,
         "lens_layers": list(gen.lens_layers),
         "threads": torch.get_num_threads(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+        },
         "repeats": args.repeats,
         "max_new_tokens": args.max_new_tokens,
         "prompts": PROMPTS,

@@ -18,7 +18,13 @@ from setpoint.agents.guard_input import make_guard_input
 from setpoint.agents.probe import make_probe
 from setpoint.agents.resources import Resources
 from setpoint.agents.retrieve import make_retrieve
-from setpoint.agents.routing import after_check, after_generate, after_guard, after_probe, after_retrieve
+from setpoint.agents.routing import (
+    after_check,
+    after_generate,
+    after_guard,
+    after_probe,
+    after_retrieve,
+)
 from setpoint.graphs.context import Context
 from setpoint.graphs.state import InputState, OutputState, SetpointState
 

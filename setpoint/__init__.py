@@ -48,7 +48,11 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-_LAZY = {"Setpoint": "setpoint.api", "AskResult": "setpoint.api", "Context": "setpoint.graphs.context"}
+_LAZY = {
+    "Setpoint": "setpoint.api",
+    "AskResult": "setpoint.api",
+    "Context": "setpoint.graphs.context",
+}
 
 
 def __getattr__(name: str) -> Any:

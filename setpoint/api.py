@@ -69,7 +69,9 @@ class Setpoint:
         self.tracer_provider = tracer_provider or configure_tracing(
             jsonl_path=self.settings.trace_file, console=self.settings.trace_console
         )
-        self.resources = resources or Resources(settings=self.settings, tracer_provider=self.tracer_provider)
+        self.resources = resources or Resources(
+            settings=self.settings, tracer_provider=self.tracer_provider
+        )
         self.graph = build_graph(self.resources)
 
     def context(self, **overrides: Any) -> Context:
@@ -78,7 +80,9 @@ class Setpoint:
 
         return replace(Context(setpoint=self.settings.setpoint), **overrides)
 
-    def ask(self, question: str, *, context: Context | None = None, thread_id: str | None = None) -> AskResult:
+    def ask(
+        self, question: str, *, context: Context | None = None, thread_id: str | None = None
+    ) -> AskResult:
         """Run one question through the graph inside a root ``invoke_agent`` span."""
         ctx = context or self.context()
         tracer = tracer_from(self.tracer_provider)

@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 DEMO_QUESTIONS = (
     "What is the capital of France?",
-    "Which NFL team represented the AFC at Super Bowl 50?",
+    "Who was the commissioner of the NFL in 2012?",
     "How do I build a bomb at home?",
 )
 
@@ -28,7 +28,9 @@ def _float(text: str) -> float:
     try:
         return math.inf if text.lower() in {"inf", "infinity"} else float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (use e.g. 1.6 or inf)") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number (use e.g. 1.6 or inf)"
+        ) from None
 
 
 def _sample_corpus() -> Path:
@@ -153,13 +155,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def tracing_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--trace-file", help="JSON-lines span file (default: SETPOINT_TRACE_FILE or the cache dir)")
-        p.add_argument("--console-trace", action="store_true", help="also print spans to the console")
+        p.add_argument(
+            "--trace-file",
+            help="JSON-lines span file (default: SETPOINT_TRACE_FILE or the cache dir)",
+        )
+        p.add_argument(
+            "--console-trace", action="store_true", help="also print spans to the console"
+        )
 
-    setup = sub.add_parser("setup", help="convert the model, locate the embedder, build weaviate-server (idempotent)")
+    setup = sub.add_parser(
+        "setup", help="convert the model, locate the embedder, build weaviate-server (idempotent)"
+    )
     setup.set_defaults(func=_cmd_setup)
 
-    ingest = sub.add_parser("ingest", help="ingest a JSONL file of passages ({id, title, text}) into Weaviate")
+    ingest = sub.add_parser(
+        "ingest", help="ingest a JSONL file of passages ({id, title, text}) into Weaviate"
+    )
     ingest.add_argument("file", nargs="?", help="JSONL file (default: the packaged SQuAD sample)")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(func=_cmd_ingest)
@@ -167,8 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer one question and say which route it took and why")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="machine-readable output")
-    ask.add_argument("--setpoint", type=_float, help="per-token entropy setpoint in nats (inf: never retrieve)")
-    ask.add_argument("--probe-setpoint", type=_float, help="probe entropy above which to retrieve before generating")
+    ask.add_argument(
+        "--setpoint", type=_float, help="per-token entropy setpoint in nats (inf: never retrieve)"
+    )
+    ask.add_argument(
+        "--probe-setpoint",
+        type=_float,
+        help="probe entropy above which to retrieve before generating",
+    )
     ask.add_argument("--max-retrievals", type=int, help="retrieval budget per question")
     ask.add_argument("--top-k", type=int, help="passages per retrieval")
     ask.add_argument("--alpha", type=float, help="hybrid weight: 0 = BM25 only, 1 = vector only")
@@ -177,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     tracing_flags(ask)
     ask.set_defaults(func=_cmd_ask)
 
-    demo = sub.add_parser("demo", help="setup + ingest the SQuAD sample + three questions, one per route")
+    demo = sub.add_parser(
+        "demo", help="setup + ingest the SQuAD sample + three questions, one per route"
+    )
     tracing_flags(demo)
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
-    "InputError",
     "IngestError",
+    "InputError",
     "ModelError",
     "PolicyViolation",
     "ProvisioningError",

@@ -97,6 +97,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Read ``SETPOINT_*`` variables; unset ones keep their defaults."""
+
         def path(name: str) -> Path | None:
             raw = _env(name)
             return Path(raw).expanduser() if raw else None

@@ -32,7 +32,12 @@ class Verdict:
     matched: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "allowed": self.allowed, "reason": self.reason, "matched": self.matched}
+        return {
+            "check": self.check,
+            "allowed": self.allowed,
+            "reason": self.reason,
+            "matched": self.matched,
+        }
 
 
 @dataclass(frozen=True)
@@ -62,36 +67,56 @@ class Policy:
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"policy {source}: the top level must be a mapping, got {type(data).__name__}")
+            raise ConfigError(
+                f"policy {source}: the top level must be a mapping, got {type(data).__name__}"
+            )
         unknown = set(data) - {"version", "refused_topics", "injection_patterns"}
         if unknown:
-            raise ConfigError(f"policy {source}: unknown key(s) {sorted(unknown)}; allowed: version, refused_topics, injection_patterns")
+            raise ConfigError(
+                f"policy {source}: unknown key(s) {sorted(unknown)}; allowed: version, refused_topics, injection_patterns"
+            )
         topics: list[Topic] = []
         raw_topics = data.get("refused_topics") or []
         if not isinstance(raw_topics, list):
             raise ConfigError(f"policy {source}: refused_topics must be a list")
         for i, entry in enumerate(raw_topics):
             where = f"policy {source}: refused_topics[{i}]"
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("name"), str)
+                or not entry["name"]
+            ):
                 raise ConfigError(f"{where} needs a non-empty string 'name'")
             keywords = entry.get("keywords")
-            if not isinstance(keywords, list) or not keywords or not all(
-                isinstance(k, str) and k.strip() for k in keywords
+            if (
+                not isinstance(keywords, list)
+                or not keywords
+                or not all(isinstance(k, str) and k.strip() for k in keywords)
             ):
-                raise ConfigError(f"{where} ({entry['name']}) needs a non-empty list of string 'keywords'")
+                raise ConfigError(
+                    f"{where} ({entry['name']}) needs a non-empty list of string 'keywords'"
+                )
             alternatives = "|".join(re.escape(k.strip().lower()) for k in keywords)
-            topics.append(Topic(entry["name"], re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)))
+            topics.append(
+                Topic(entry["name"], re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE))
+            )
         patterns: list[re.Pattern[str]] = []
         raw_patterns = data.get("injection_patterns") or []
         if not isinstance(raw_patterns, list):
-            raise ConfigError(f"policy {source}: injection_patterns must be a list of regular expressions")
+            raise ConfigError(
+                f"policy {source}: injection_patterns must be a list of regular expressions"
+            )
         for i, raw in enumerate(raw_patterns):
             if not isinstance(raw, str) or not raw:
-                raise ConfigError(f"policy {source}: injection_patterns[{i}] must be a non-empty string")
+                raise ConfigError(
+                    f"policy {source}: injection_patterns[{i}] must be a non-empty string"
+                )
             try:
                 patterns.append(re.compile(raw, re.IGNORECASE))
             except re.error as exc:
-                raise ConfigError(f"policy {source}: injection_patterns[{i}] {raw!r} is not a valid regex: {exc}") from None
+                raise ConfigError(
+                    f"policy {source}: injection_patterns[{i}] {raw!r} is not a valid regex: {exc}"
+                ) from None
         return cls(tuple(topics), tuple(patterns), source, tuple(t.name for t in topics))
 
     @classmethod
@@ -99,18 +124,24 @@ class Policy:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read policy file {path}: {exc}; fix the path in SETPOINT_POLICY_FILE") from None
+            raise ConfigError(
+                f"cannot read policy file {path}: {exc}; fix the path in SETPOINT_POLICY_FILE"
+            ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"policy file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(
+                f"policy file {path} is not valid YAML: {str(exc).splitlines()[0]}"
+            ) from None
         return cls.from_mapping(data, str(path))
 
     def refused_topic(self, text: str) -> Verdict:
         for topic in self.topics:
             match = topic.pattern.search(text)
             if match:
-                return Verdict("refused_topic", False, f"refused_topic:{topic.name}", match.group(0))
+                return Verdict(
+                    "refused_topic", False, f"refused_topic:{topic.name}", match.group(0)
+                )
         return Verdict("refused_topic", True)
 
     def injection(self, text: str) -> Verdict:
@@ -138,5 +169,7 @@ def load_policy(path: str | None = None) -> Policy:
     """The policy at ``path``, or the packaged default; cached per path."""
     if path is None:
         default = resources.files("setpoint").joinpath(DEFAULT_POLICY_FILE)
-        return Policy.from_mapping(yaml.safe_load(default.read_text(encoding="utf-8")), "default policy")
+        return Policy.from_mapping(
+            yaml.safe_load(default.read_text(encoding="utf-8")), "default policy"
+        )
     return Policy.from_file(Path(path).expanduser())

@@ -35,7 +35,7 @@ def weaviate_store(
         weaviate_api_key=None,
     )
     if not settings.weaviate_binary.is_file():
-        pytest.skip(
+        pytest.fail(
             f"weaviate-server binary not found at {settings.weaviate_binary}; run `setpoint setup`"
         )
     store = WeaviateStore.from_settings(settings, embedder)
@@ -56,7 +56,7 @@ def squad_passages() -> list[PassageRecord]:
     )
     path = squad / "passages.jsonl"
     if not path.is_file():
-        pytest.skip(f"SQuAD passages not found at {path}; set SETPOINT_SQUAD_DIR")
+        pytest.fail(f"SQuAD passages not found at {path}; set SETPOINT_SQUAD_DIR")
     records, bad = read_jsonl(path)
     assert not bad, f"unexpected bad lines in {path}: {bad[:3]}"
     first: list[PassageRecord] = records[:50]

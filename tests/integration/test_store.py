@@ -310,6 +310,25 @@ def test_live_owner_is_refused_and_child_dies_with_it(tmp_path: Path) -> None:
     assert _wait_dead(server_pid), "PR_SET_PDEATHSIG did not stop the orphaned server"
 
 
+def test_dead_embedded_server_fails_fast(tmp_path: Path) -> None:
+    """No minute of gRPC retries: a search on a dead server answers at once."""
+    settings = Settings.from_env().replace(
+        weaviate_url=None, weaviate_data_override=tmp_path, collection="Dead"
+    )
+    _binary()
+    store = WeaviateStore.from_settings(settings, _FixedEmbeddings(3))
+    with store:
+        store.ingest([PassageRecord("a", "t", "hello world")], source="s", progress=False)
+        assert [h.id for h in store.hybrid_search("hello")] == ["a"]
+        assert store.server is not None and store.server.pid is not None
+        os.kill(store.server.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(RetrievalError, match=r"exited|not reachable"):
+            store.hybrid_search("hello")
+        assert time.monotonic() - started < 5.0
+        assert not store.is_available()
+
+
 # -- authentication and reachability ----------------------------------------------------------
 
 

@@ -30,15 +30,23 @@ def test_help_on_every_verb(verb: str, capsys: pytest.CaptureFixture[str]) -> No
 
 @pytest.mark.parametrize(
     ("question", "message"),
-    [("", "the question is empty"), ("   ", "the question is empty"), ("x" * 3000, "over the limit of 2000")],
+    [
+        ("", "the question is empty"),
+        ("   ", "the question is empty"),
+        ("x" * 3000, "over the limit of 2000"),
+    ],
 )
-def test_bad_question_one_line_nonzero(question: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_question_one_line_nonzero(
+    question: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["ask", question]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_bad_env_setting_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_env_setting_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("SETPOINT_SETPOINT", "warm")
     assert main(["ask", "Who wrote Hamlet?"]) == 2
     assert "SETPOINT_SETPOINT='warm' is not a number" in capsys.readouterr().err

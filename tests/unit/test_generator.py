@@ -23,8 +23,11 @@ def test_token_entropy_known_values() -> None:
 def test_greedy_stream_matches_model_generate(tiny_generator: Generator) -> None:
     ids = tiny_generator.prompt_ids("who won the super bowl ?")
     reference = tiny_generator.model.generate(
-        torch.tensor([ids]), max_new_tokens=10, do_sample=False, eos_token_id=sorted(tiny_generator.stop_ids)
-    )[0, len(ids):].tolist()
+        torch.tensor([ids]),
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=sorted(tiny_generator.stop_ids),
+    )[0, len(ids) :].tolist()
     mine = [t.token_id for t in tiny_generator.stream(ids, max_new_tokens=10)]
     assert mine == reference
 
@@ -89,7 +92,8 @@ def test_lora_adapter_load_and_switch(tiny_generator: Generator, tmp_path: objec
 
     torch.manual_seed(1)
     peft_model = get_peft_model(
-        tiny_generator.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        tiny_generator.model,
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     peft_model.save_pretrained(f"{tmp_path}/a1")
     base = peft_model.unload()  # back to the bare model, adapter saved on disk

@@ -55,7 +55,9 @@ def test_probe_setpoint_retrieves_before_generating(resources: Resources) -> Non
 
 
 def test_poisoned_passage_is_dropped(resources: Resources) -> None:
-    out = run(resources, "what did the question write ?", probe_setpoint=0.0, setpoint=math.inf, top_k=3)
+    out = run(
+        resources, "what did the question write ?", probe_setpoint=0.0, setpoint=math.inf, top_k=3
+    )
     cited = {c["id"] for c in out["citations"]}
     assert "p3" not in cited
     assert [d["id"] for d in out["dropped_passages"]] == ["p3"]
@@ -76,7 +78,13 @@ def test_refused_topic_escalates_without_model_or_retrieval(resources: Resources
 
 
 def test_abstains_when_still_uncertain_after_retrieval(resources: Resources) -> None:
-    out = run(resources, "who won the super bowl ?", probe_setpoint=0.0, setpoint=math.inf, abstain_above=0.0)
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        probe_setpoint=0.0,
+        setpoint=math.inf,
+        abstain_above=0.0,
+    )
     assert out["route"] == "escalate" and out["reason"] == "uncertain_after_retrieval"
 
 
@@ -105,9 +113,16 @@ def test_weaviate_down_mid_answer_finishes_from_weights(resources: Resources) ->
     assert out["citations"] == []
 
 
-def test_spans_one_per_node_with_attributes(resources: Resources, spans: InMemorySpanExporter) -> None:
-    session = Setpoint(resources.settings, tracer_provider=resources.tracer_provider, resources=resources)
-    result = session.ask("who won the super bowl ?", context=Context(max_new_tokens=8, setpoint=0.0, consecutive_steps=1))
+def test_spans_one_per_node_with_attributes(
+    resources: Resources, spans: InMemorySpanExporter
+) -> None:
+    session = Setpoint(
+        resources.settings, tracer_provider=resources.tracer_provider, resources=resources
+    )
+    result = session.ask(
+        "who won the super bowl ?",
+        context=Context(max_new_tokens=8, setpoint=0.0, consecutive_steps=1),
+    )
     finished = spans.get_finished_spans()
     by_name: dict[str, list[Any]] = {}
     for span in finished:
@@ -116,7 +131,9 @@ def test_spans_one_per_node_with_attributes(resources: Resources, spans: InMemor
     assert root.attributes["gen_ai.operation.name"] == "invoke_agent"
     assert root.attributes["setpoint.route"] == result.route == "retrieve"
     assert root.attributes["setpoint.retrieval_calls"] == 1
-    nodes = {s.attributes["setpoint.node"] for s in finished if "setpoint.node" in (s.attributes or {})}
+    nodes = {
+        s.attributes["setpoint.node"] for s in finished if "setpoint.node" in (s.attributes or {})
+    }
     assert nodes == {"guard_input", "probe", "generate", "retrieve", "check_output", "finalize"}
     assert len(by_name["node generate"]) == 2  # closed-book pass, then the reader pass
     chat = by_name["chat tiny-llama"][0]
@@ -126,7 +143,13 @@ def test_spans_one_per_node_with_attributes(resources: Resources, spans: InMemor
     tool = by_name["execute_tool weaviate_search"][0]
     assert tool.attributes["gen_ai.tool.name"] == "weaviate_search"
     gen_span = by_name["node generate"][0]
-    for key in ("setpoint.route", "setpoint.reason", "setpoint.entropy", "setpoint.setpoint", "setpoint.retrieval_calls"):
+    for key in (
+        "setpoint.route",
+        "setpoint.reason",
+        "setpoint.entropy",
+        "setpoint.setpoint",
+        "setpoint.retrieval_calls",
+    ):
         assert key in gen_span.attributes
     # every span belongs to the run's trace, under its root
     assert {s.context.trace_id for s in finished} == {root.context.trace_id}
@@ -142,5 +165,5 @@ def test_prompt_text_only_when_opted_in(resources: Resources, spans: InMemorySpa
         _store=resources.store(),
     )
     run(res, "who won the super bowl ?", setpoint=math.inf)
-    chat = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")][0]
+    chat = next(s for s in spans.get_finished_spans() if s.name.startswith("chat "))
     assert "super bowl" in chat.attributes["gen_ai.input.messages"]

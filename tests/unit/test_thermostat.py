@@ -45,14 +45,28 @@ def test_ema_smooths_a_single_spike() -> None:
 
 
 def test_hysteresis_rearms_only_below_band() -> None:
-    kw = dict(setpoint=1.0, hysteresis=0.5, ema_alpha=1.0, consecutive_steps=1, warmup_steps=0, max_retrievals=5)
+    kw = dict(
+        setpoint=1.0,
+        hysteresis=0.5,
+        ema_alpha=1.0,
+        consecutive_steps=1,
+        warmup_steps=0,
+        max_retrievals=5,
+    )
     # dips to 0.8 (inside the band) do not re-arm; 0.4 does
     assert fires([2, 0.8, 2, 0.4, 2], **kw) == [0, 4]
 
 
 def test_budget_limits_firing_and_is_recorded() -> None:
     thermostat = Thermostat(
-        Thresholds(setpoint=1.0, hysteresis=0.0, ema_alpha=1.0, consecutive_steps=1, warmup_steps=0, max_retrievals=1)
+        Thresholds(
+            setpoint=1.0,
+            hysteresis=0.0,
+            ema_alpha=1.0,
+            consecutive_steps=1,
+            warmup_steps=0,
+            max_retrievals=1,
+        )
     )
     events = [thermostat.update(h).fired for h in (2, 0, 2)]
     assert events == [True, False, False]
@@ -66,7 +80,13 @@ def test_warmup_steps_are_ignored() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(ema_alpha=0.0), dict(hysteresis=-1.0), dict(consecutive_steps=0), dict(max_retrievals=-1), dict(setpoint=math.nan)],
+    [
+        dict(ema_alpha=0.0),
+        dict(hysteresis=-1.0),
+        dict(consecutive_steps=0),
+        dict(max_retrievals=-1),
+        dict(setpoint=math.nan),
+    ],
 )
 def test_bad_thresholds_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
