@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from setpoint.adapters.signals import StepSignals, token_entropy, top2_margin
+from setpoint.adapters.signals import StepSignals, token_entropy, top2_probs
 from setpoint.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class GeneratedToken:
     token_id: int
     text: str
     signals: StepSignals
+    #: ln p of this token under the model's own (unconstrained) distribution.
+    logprob: float = 0.0
 
 
 class Generator:
@@ -103,6 +105,9 @@ class Generator:
         self._prefix_cache_size = prefix_cache_size
         # One decode at a time: the KV cache and adapter switch are per model, not per thread.
         self.lock = threading.RLock()
+        # Set only inside probe_features: which hidden state the next forward pass keeps.
+        self._capture_layer: int | None = None
+        self._captured: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -230,8 +235,10 @@ class Generator:
             input_ids=input_ids,
             cache=cache,
             use_cache=True,
-            output_hidden_states=bool(self.lens_layers),
+            output_hidden_states=bool(self.lens_layers) or self._capture_layer is not None,
         )
+        if self._capture_layer is not None:
+            self._captured = out.hidden_states[self._capture_layer][0, -1].detach().clone()
         rows = [out.last_hidden_state[:, -1]]
         if self.lens_layers:
             norm = getattr(decoder, "norm", None)
@@ -253,10 +260,12 @@ class Generator:
 
     def _signals(self, logits: torch.Tensor) -> StepSignals:
         entropies = token_entropy(logits).tolist()
+        first, second = top2_probs(logits[0]).tolist()
         return StepSignals(
             entropy=entropies[0],
-            margin=float(top2_margin(logits[0])),
+            margin=first - second,
             lens_entropy=dict(zip(self.lens_layers, entropies[1:], strict=True)),
+            top_prob=first,
         )
 
     def _prefill(self, prompt_ids: Sequence[int]) -> tuple[Any, torch.Tensor]:
@@ -288,6 +297,29 @@ class Generator:
                 self._prefix_cache.popitem(last=False)
             return self._signals(logits)
 
+    def probe_features(self, prompt_ids: Sequence[int], layer: int) -> tuple[StepSignals, list[float]]:
+        """Like ``probe``, and also the prompt's last-position hidden state at ``layer``.
+
+        The hidden state comes from the same prefill pass (a trained probe reads it); the KV
+        cache is kept for ``stream`` exactly as ``probe`` keeps it.
+        """
+        import torch
+
+        n_layers = int(self.model.config.num_hidden_layers)
+        if not 0 <= layer <= n_layers:
+            raise ConfigError(f"probe layer {layer} is outside 0..{n_layers} for {self.name}")
+        with self.lock, torch.inference_mode():
+            key = tuple(prompt_ids)
+            self._prefix_cache.pop(key, None)  # the cached pass did not keep the hidden state
+            self._capture_layer = layer
+            try:
+                signals = self.probe(prompt_ids)
+            finally:
+                self._capture_layer = None
+            captured, self._captured = self._captured, None
+            assert captured is not None
+            return signals, captured.float().tolist()
+
     def stream(
         self,
         prompt_ids: Sequence[int],
@@ -295,11 +327,17 @@ class Generator:
         max_new_tokens: int = 48,
         temperature: float = 0.0,
         seed: int = 0,
+        logits_processor: Callable[[Sequence[int], torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[GeneratedToken]:
         """Decode greedily (or sample with ``temperature > 0``), yielding each token with its signals.
 
         The stop token is yielded too (its ``text`` is empty) so callers see why decoding ended.
         Stopping iteration early leaves the model ready for the next call.
+
+        ``logits_processor(generated_ids, logits[1, vocab])`` may mask or reweight the scores
+        the token is chosen from (e.g. ``grounding.SpanConstraint``); the signals and
+        ``logprob`` stay those of the model's own distribution, so the thermostat and
+        selective answering still read the model's uncertainty.
         """
         import torch
 
@@ -312,18 +350,22 @@ class Generator:
             shown = ""
             for index in range(max_new_tokens):
                 signals = self._signals(logits)
+                scores = logits[0]
+                if logits_processor is not None:
+                    scores = logits_processor(generated, logits[:1])[0]
                 if rng is not None:
-                    probs = torch.softmax(logits[0] / temperature, dim=-1)
+                    probs = torch.softmax(scores / temperature, dim=-1)
                     token = int(torch.multinomial(probs, 1, generator=rng))
                 else:
-                    token = int(torch.argmax(logits[0]))
+                    token = int(torch.argmax(scores))
+                logprob = float(torch.log_softmax(logits[0].float(), dim=-1)[token])
                 if token in self._stop_ids:
-                    yield GeneratedToken(index, token, "", signals)
+                    yield GeneratedToken(index, token, "", signals, logprob)
                     return
                 generated.append(token)
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
                 piece, shown = text[len(shown) :], text
-                yield GeneratedToken(index, token, piece, signals)
+                yield GeneratedToken(index, token, piece, signals, logprob)
                 if index + 1 < max_new_tokens:
                     logits, cache = self._forward(torch.tensor([[token]], dtype=torch.long), cache)
 

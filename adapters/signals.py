@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["StepSignals", "token_entropy", "top2_margin"]
+__all__ = ["StepSignals", "token_entropy", "top2_margin", "top2_probs"]
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -28,12 +28,18 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).nan_to_num(0.0).sum(dim=-1).to(torch.float32)
 
 
+def top2_probs(logits: torch.Tensor) -> torch.Tensor:
+    """Probabilities of the two most likely tokens, ``[..., 2]``, largest first."""
+    import torch
+
+    return torch.topk(torch.softmax(logits.float(), dim=-1), k=2, dim=-1).values
+
+
 def top2_margin(logits: torch.Tensor) -> torch.Tensor:
     """Probability of the most likely token minus that of the runner-up (1 = certain, 0 = tie)."""
     import torch
 
-    probs = torch.softmax(logits.float(), dim=-1)
-    top = torch.topk(probs, k=2, dim=-1).values
+    top = top2_probs(logits)
     return (top[..., 0] - top[..., 1]).to(torch.float32)
 
 
@@ -48,10 +54,20 @@ class StepSignals:
     entropy: float
     margin: float
     lens_entropy: dict[int, float] = field(default_factory=dict)
+    #: Probability of the most likely token (the greedy choice); FLARE-style triggers use it.
+    top_prob: float = 1.0
+
+    @property
+    def surprisal(self) -> float:
+        """``-ln top_prob``: above ``-ln θ`` exactly when the greedy token's probability is below θ."""
+        import math
+
+        return -math.log(max(self.top_prob, 1e-45))
 
     def to_dict(self) -> dict[str, object]:
         return {
             "entropy": self.entropy,
             "margin": self.margin,
+            "top_prob": self.top_prob,
             "lens_entropy": {str(k): v for k, v in self.lens_entropy.items()},
         }

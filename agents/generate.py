@@ -64,7 +64,8 @@ def make_generate(res: Resources) -> Any:
                     },
                 )
                 for token in generator.stream(prompt, max_new_tokens=ctx.max_new_tokens):
-                    event = thermostat.update(token.signals.entropy)
+                    watched = token.signals.surprisal if ctx.trigger == "surprisal" else token.signals.entropy
+                    event = thermostat.update(watched)
                     record = {
                         "phase": phase,
                         "step": token.index,
@@ -72,6 +73,7 @@ def make_generate(res: Resources) -> Any:
                         "entropy": round(token.signals.entropy, 4),
                         "ema": round(event.ema, 4),
                         "margin": round(token.signals.margin, 4),
+                        "top_prob": round(token.signals.top_prob, 6),
                         "lens": {
                             str(k): round(v, 4) for k, v in token.signals.lens_entropy.items()
                         },

@@ -39,22 +39,30 @@ def make_probe(res: Resources) -> Any:
             adapter = select_adapter(res, ctx.adapter)
             generator = res.generator()
             prompt = generator.prompt_ids(state["question"])
-            signals = generator.probe(prompt)
-            signal = probe_signal(signals.entropy, signals.lens_entropy)
+            probe_score: float | None = None
+            if ctx.probe_path:
+                linear = res.linear_probe(ctx.probe_path)
+                signals, hidden = generator.probe_features(prompt, linear.layer)
+                probe_score = linear.score(hidden)
+                signal = probe_score
+            else:
+                signals = generator.probe(prompt)
+                signal = probe_signal(signals.entropy, signals.lens_entropy)
             route = choose_route(
                 signal, thresholds, retrievals_used=state.get("retrieval_calls", 0)
             )
+            what = "probe P(wrong)" if probe_score is not None else "probe entropy"
             if route == "answer":
                 reason = (
-                    f"probe entropy {signal:.2f} <= probe setpoint {thresholds.probe_setpoint:g}"
+                    f"{what} {signal:.2f} <= probe setpoint {thresholds.probe_setpoint:g}"
                 )
             elif route == "retrieve":
                 reason = (
-                    f"probe entropy {signal:.2f} > probe setpoint {thresholds.probe_setpoint:g}"
+                    f"{what} {signal:.2f} > probe setpoint {thresholds.probe_setpoint:g}"
                 )
             elif signal > thresholds.escalate_above:
                 reason = (
-                    f"probe entropy {signal:.2f} > escalate_above {thresholds.escalate_above:g}"
+                    f"{what} {signal:.2f} > escalate_above {thresholds.escalate_above:g}"
                 )
             else:
                 reason = "retrieval needed but the retrieval budget is 0"
@@ -68,7 +76,12 @@ def make_probe(res: Resources) -> Any:
             return {
                 "route": route,
                 "reason": reason if route != "escalate" else f"uncertain:{reason}",
-                "probe": {**signals.to_dict(), "signal": signal, "prompt_tokens": len(prompt)},
+                "probe": {
+                    **signals.to_dict(),
+                    "signal": signal,
+                    "probe_score": probe_score,
+                    "prompt_tokens": len(prompt),
+                },
                 "adapter": adapter,
             }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from setpoint.errors import SetpointError
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
     from setpoint.adapters.generator import Generator
+    from setpoint.adapters.linear_probe import LinearProbe
     from setpoint.agents.thermostat import Thresholds
     from setpoint.tools.policy import Policy
 
@@ -35,6 +37,8 @@ class RunContext(Protocol):
     max_new_tokens: int
     adapter: str | None
     policy_file: str | None
+    trigger: str
+    probe_path: str | None
 
     def thresholds(self) -> Thresholds: ...
 
@@ -61,6 +65,7 @@ class Resources:
     _search_tool: BaseTool | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _warmup: Future[bool] | None = field(default=None, repr=False)
+    _probes: dict[str, LinearProbe] = field(default_factory=dict, repr=False)
 
     @property
     def tracer(self) -> Tracer:
@@ -95,6 +100,15 @@ class Resources:
 
                 self._search_tool = make_search_tool(self.store())
             return self._search_tool
+
+    def linear_probe(self, path: str) -> LinearProbe:
+        """The calibrated probe at ``path``, loaded once."""
+        from setpoint.adapters.linear_probe import LinearProbe
+
+        with self._lock:
+            if path not in self._probes:
+                self._probes[path] = LinearProbe.load(Path(path).expanduser())
+            return self._probes[path]
 
     def policy(self, path: str | None = None) -> Policy:
         from setpoint.tools.policy import load_policy

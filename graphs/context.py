@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from setpoint.agents.thermostat import Thresholds
+from setpoint.errors import ConfigError
 
 __all__ = ["Context"]
 
@@ -36,6 +37,17 @@ class Context:
     max_new_tokens: int = 32
     adapter: str | None = None
     policy_file: str | None = None
+    #: What the per-token thermostat watches: "entropy" (nats) or "surprisal" (-ln p of the
+    #: greedy token; with ema_alpha=1, consecutive_steps=1 and setpoint=-ln θ this is FLARE's
+    #: "retrieve when a token's probability falls below θ").
+    trigger: str = "entropy"
+    #: A probe JSON from `setpoint calibrate`; when set, the probe node routes on its
+    #: P(closed-book wrong) against ``probe_setpoint`` instead of the first-token entropy.
+    probe_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.trigger not in {"entropy", "surprisal"}:
+            raise ConfigError(f"trigger must be 'entropy' or 'surprisal', got {self.trigger!r}")
 
     def thresholds(self) -> Thresholds:
         """The thermostat's view of this context (validated there)."""

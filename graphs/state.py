@@ -31,6 +31,9 @@ class OutputState(TypedDict, total=False):
     retrieval_unavailable: bool
     dropped_passages: list[dict[str, Any]]
     decision: dict[str, Any]
+    #: Signals of the prefill pass and one record per generated token (what a UI plots).
+    probe: dict[str, Any]
+    signal_trace: list[dict[str, Any]]
 
 
 class SetpointState(InputState, OutputState, total=False):
@@ -48,8 +51,6 @@ class SetpointState(InputState, OutputState, total=False):
         adapter: the LoRA adapter the answer was generated with (None: base model).
     """
 
-    probe: dict[str, Any]
-    signal_trace: list[dict[str, Any]]
     partial_answer: str | None
     query: str
     passages: list[dict[str, Any]]

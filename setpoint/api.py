@@ -45,6 +45,23 @@ class AskResult:
         return asdict(self)
 
 
+def calibrated_context(path: Path) -> dict[str, Any]:
+    """The context fields a ``calibration.json`` sets (probe path and probe setpoint)."""
+    import json
+
+    from setpoint.errors import ConfigError
+
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read calibration file {path}: {exc}; run `setpoint calibrate`") from None
+    fields: dict[str, Any] = {}
+    if record.get("probe_path") and record.get("probe_setpoint") is not None:
+        fields["probe_path"] = record["probe_path"]
+        fields["probe_setpoint"] = float(record["probe_setpoint"])
+    return fields
+
+
 class Setpoint:
     """A reusable session: load once, ask many questions.
 
@@ -78,7 +95,10 @@ class Setpoint:
         """A run context from the settings' setpoint with ``overrides`` applied."""
         from setpoint.graphs.context import Context
 
-        return replace(Context(setpoint=self.settings.setpoint), **overrides)
+        base = Context(setpoint=self.settings.setpoint)
+        if self.settings.calibration_file is not None:
+            base = replace(base, **calibrated_context(self.settings.calibration_file))
+        return replace(base, **overrides)
 
     def ask(
         self, question: str, *, context: Context | None = None, thread_id: str | None = None

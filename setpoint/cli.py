@@ -147,6 +147,121 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _squad_dir(args: argparse.Namespace) -> Path:
+    if args.squad_dir:
+        return Path(args.squad_dir).expanduser()
+    env = os.environ.get("SETPOINT_SQUAD_DIR")
+    return Path(env).expanduser() if env else Path.cwd().parent / "shared" / "data" / "squad"
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from setpoint.api import Setpoint
+    from setpoint.calibration import calibrate
+    from setpoint.evaluation import build_stream, load_squad
+
+    settings = _settings(args).replace(collection=args.collection)
+    passages, questions = load_squad(_squad_dir(args))
+    stream = build_stream(questions, passages, core_titles=set(), limit=args.limit or 300, seed=args.seed)
+    out = Path(args.out) if args.out else settings.cache_dir / "calibration"
+    with Setpoint(settings) as sp:
+        record = calibrate(
+            sp, stream, layer=args.layer, out_dir=out, seed=args.seed, target_retrieval_rate=args.target_retrieval_rate
+        )
+    print(json.dumps(record, indent=2))
+    print(f"calibration written to {out / 'calibration.json'}; use it with SETPOINT_CALIBRATION={out / 'calibration.json'}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from setpoint.api import Setpoint
+    from setpoint.evaluation import evaluate, print_table
+
+    settings = _settings(args).replace(collection=args.collection)
+    out = Path(args.out) if args.out else settings.cache_dir / "eval"
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    with Setpoint(settings) as sp:
+        probe = args.probe or sp.context().probe_path
+        summary = evaluate(
+            sp,
+            squad_dir=_squad_dir(args),
+            out_dir=out,
+            strategies=strategies,
+            limit=args.limit,
+            seed=args.seed,
+            core_fraction=args.core_fraction,
+            probe_path=probe,
+            progress=not args.quiet,
+        )
+    print_table(summary["rows"])
+    for name, value in summary["signal_auroc"].items():
+        print(f"AUROC closed-book wrong  {name:<26} {value:.3f}")
+    print(f"results: {out / 'results.jsonl'}  summary: {out / 'summary.json'}  plots: {', '.join(summary['plots'])}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from setpoint.adapters.qa_data import default_squad_dir
+    from setpoint.adapters.tuning import TuningConfig, tune
+
+    settings = _settings(args)
+    config = TuningConfig(
+        task=args.task,
+        rank=args.rank,
+        alpha=args.lora_alpha,
+        dropout=args.dropout,
+        target_modules=tuple(m.strip() for m in args.targets.split(",") if m.strip()),
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        max_examples=args.max_examples,
+        max_steps=args.max_steps,
+        group_size=args.group_size,
+        distractors=args.distractors,
+        gold_only_fraction=args.gold_only_fraction,
+        seed=args.seed,
+    )
+    default_name = "reader" if args.task == "read" else "knowledge"
+    out = Path(args.out) if args.out else settings.cache_dir / "adapters" / default_name
+    store = None
+    if args.retriever == "weaviate":
+        from setpoint.adapters.store import WeaviateStore
+
+        store = WeaviateStore.from_settings(settings)
+    try:
+        result = tune(
+            config,
+            data_dir=Path(args.data) if args.data else default_squad_dir(),
+            out_dir=out,
+            generator_dir=settings.generator_dir,
+            eval_fraction=args.eval_fraction,
+            split_seed=args.split_seed,
+            retriever=args.retriever,
+            store=store,
+            threads=settings.threads,
+            eval_questions=args.eval_questions,
+            max_seconds=args.max_seconds,
+            progress=not args.quiet,
+            command=" ".join(["setpoint", *sys.argv[1:]]),
+        )
+    finally:
+        if store is not None:
+            store.close()
+    r = result.report
+    print(
+        f"tune: {r.steps} steps, {r.examples_seen} examples, {r.tokens_seen} tokens in "
+        f"{r.seconds:.0f} s ({r.tokens_per_s:.0f} tokens/s); loss {r.mean_loss(True):.3f} -> "
+        f"{r.mean_loss(False):.3f}"
+    )
+    if result.evaluation:
+        e = result.evaluation
+        print(
+            f"tune: {e['questions']} evaluation-title questions ({e['context']}): "
+            f"EM {e['exact_match']:.2f} F1 {e['f1']:.2f}"
+        )
+    print(f"tune: adapter saved to {result.directory} (split: {len(result.split.train)} training, "
+          f"{len(result.split.eval)} evaluation titles)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="setpoint",
@@ -194,11 +309,65 @@ def build_parser() -> argparse.ArgumentParser:
     tracing_flags(ask)
     ask.set_defaults(func=_cmd_ask)
 
+    tune = sub.add_parser(
+        "tune",
+        help="train a LoRA adapter: the reader (--task read, RAFT) or a knowledge adapter (--task qa)",
+        description="Supervised LoRA tuning on SQuAD-format data (passages.jsonl + questions.jsonl), "
+        "split by article title; the adapter is saved with its training record and split.",
+    )
+    tune.add_argument("--task", choices=("read", "qa"), default="read", help="read: answer from passages; qa: closed book")
+    tune.add_argument("--data", help="folder with passages.jsonl and questions.jsonl (default: SETPOINT_SQUAD_DIR or ../shared/data/squad)")
+    tune.add_argument("--out", help="adapter folder (default: <cache>/adapters/reader or knowledge)")
+    tune.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    tune.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA alpha (scale = alpha / rank)")
+    tune.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout")
+    tune.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated module names")
+    tune.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW, linear warm-up and decay)")
+    tune.add_argument("--epochs", type=int, default=1)
+    tune.add_argument("--max-examples", type=int, help="train on at most this many questions")
+    tune.add_argument("--max-steps", type=int, help="stop after this many steps (reproducible)")
+    tune.add_argument("--max-seconds", type=float, help="stop after this much training time")
+    tune.add_argument("--group-size", type=int, default=8, help="questions sharing one context per step")
+    tune.add_argument("--distractors", type=int, default=2, help="retrieved distractor passages per context (RAFT)")
+    tune.add_argument("--gold-only-fraction", type=float, default=0.3, help="share of contexts with the gold passage alone")
+    tune.add_argument("--retriever", choices=("bm25", "weaviate"), default="bm25", help="where distractors come from")
+    tune.add_argument("--eval-fraction", type=float, default=0.2, help="share of questions whose titles are held out")
+    tune.add_argument("--split-seed", type=int, default=0, help="seed of the title split")
+    tune.add_argument("--eval-questions", type=int, default=50, help="held-out questions answered after training (0: none)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.set_defaults(func=_cmd_tune)
+
     demo = sub.add_parser(
         "demo", help="setup + ingest the SQuAD sample + three questions, one per route"
     )
     tracing_flags(demo)
     demo.set_defaults(func=_cmd_demo)
+
+    def eval_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--squad-dir", help="SQuAD JSONL folder (default: SETPOINT_SQUAD_DIR or ../shared/data/squad)")
+        p.add_argument("--limit", type=int, help="only the first N questions of the seeded stream")
+        p.add_argument("--seed", type=int, default=0, help="seed of the title split and the stream order")
+        p.add_argument("--out", help="output folder (default: <cache>/eval or <cache>/calibration)")
+        p.add_argument("--collection", default="SetpointEval", help="Weaviate collection for the evaluation index")
+
+    calibrate = sub.add_parser("calibrate", help="train the hidden-state probe and pick setpoints from data")
+    eval_flags(calibrate)
+    calibrate.add_argument("--layer", type=int, default=20, help="decoder layer whose hidden state the probe reads")
+    calibrate.add_argument("--target-retrieval-rate", type=float, default=0.5)
+    calibrate.set_defaults(func=_cmd_calibrate)
+
+    evaluate = sub.add_parser("eval", help="run strategies (never, always, flare, entropy, probe, grader, oracle) on the same questions")
+    eval_flags(evaluate)
+    evaluate.add_argument(
+        "--strategies",
+        default="never,always,flare,entropy,grader,oracle",
+        help="comma-separated; add 'probe' with --probe or after `setpoint calibrate`",
+    )
+    evaluate.add_argument("--probe", help="probe JSON for the probe strategy (default: from SETPOINT_CALIBRATION)")
+    evaluate.add_argument("--core-fraction", type=float, default=0.5, help="share of article titles in the core")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -93,6 +93,9 @@ class Settings:
     max_question_chars: int = 2000
     setpoint: float = 1.6
     threads: int | None = None
+    #: ``calibration.json`` from ``setpoint calibrate``: its probe and probe setpoint become
+    #: the default run context.
+    calibration_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -121,6 +124,7 @@ class Settings:
             max_question_chars=_env_int("MAX_QUESTION_CHARS", 2000),
             setpoint=_env_float("SETPOINT", 1.6),
             threads=threads or None,
+            calibration_file=path("CALIBRATION"),
         )
         settings.validate()
         return settings

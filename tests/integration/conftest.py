@@ -45,16 +45,23 @@ def weaviate_store(
 
 
 @pytest.fixture(scope="session")
-def squad_passages() -> list[PassageRecord]:
-    """The first 50 SQuAD passages."""
-    # SETPOINT_SQUAD_DIR, or shared/data/squad beside the repository (../shared).
+def squad_dir() -> Path:
+    """SETPOINT_SQUAD_DIR, or shared/data/squad beside the repository (../shared)."""
     explicit = os.environ.get("SETPOINT_SQUAD_DIR")
     squad = (
         Path(explicit).expanduser()
         if explicit
         else Path(__file__).resolve().parents[3] / "shared" / "data" / "squad"
     )
-    path = squad / "passages.jsonl"
+    if not (squad / "questions.jsonl").is_file():
+        pytest.fail(f"SQuAD data not found at {squad}; set SETPOINT_SQUAD_DIR")
+    return squad
+
+
+@pytest.fixture(scope="session")
+def squad_passages(squad_dir: Path) -> list[PassageRecord]:
+    """The first 50 SQuAD passages."""
+    path = squad_dir / "passages.jsonl"
     if not path.is_file():
         pytest.fail(f"SQuAD passages not found at {path}; set SETPOINT_SQUAD_DIR")
     records, bad = read_jsonl(path)

@@ -1,0 +1,235 @@
+"""Grounded answers: decoding constrained to spans of the retrieved passages, and where a quote sits in its passage.
+
+``SpanConstraint`` is a logits processor for ``Generator.stream``: at every step it allows
+only the tokens that keep the answer a contiguous, word-aligned substring of some passage
+(whitespace normalised), and the stop token only where the quote ends on a word boundary.
+So an answer decoded under it is always a quote that can be cited exactly.
+
+It works on characters, not on the passages' own token sequences: an answer that starts a
+quote is tokenised differently from the same words inside the passage ("Denver" versus
+" Denver"), so a token trie over the passages would forbid the model's natural spelling.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from setpoint.adapters.generator import GeneratedToken, Generator, Passage
+
+__all__ = [
+    "Quote",
+    "ReaderAnswer",
+    "SpanConstraint",
+    "TokenTable",
+    "answer_question",
+    "locate_quote",
+]
+
+
+class TokenTable:
+    """Every vocabulary entry's decoded text, indexed by text, built once per tokenizer.
+
+    Entries that decode to nothing (special tokens) or to a partial UTF-8 sequence (byte
+    fallback pieces, shown as U+FFFD) are left out: they can never spell a quote.
+    """
+
+    _cache: dict[int, tuple[Any, TokenTable]] = {}  # noqa: RUF012 -- process-wide, keyed by tokenizer identity
+
+    def __init__(self, tokenizer: Any) -> None:
+        pieces = tokenizer.batch_decode(
+            [[i] for i in range(len(tokenizer))],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        self.by_text: dict[str, list[int]] = {}
+        for token_id, text in enumerate(pieces):
+            if text and "\ufffd" not in text:
+                self.by_text.setdefault(text, []).append(token_id)
+        self.text_of = pieces
+        self.longest = max((len(t) for t in self.by_text), default=1)
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> TokenTable:
+        cached = cls._cache.get(id(tokenizer))
+        if cached is None or cached[0] is not tokenizer:
+            cached = (tokenizer, cls(tokenizer))
+            cls._cache[id(tokenizer)] = cached
+        return cached[1]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Quote:
+    """Where an answer sits in a passage (character offsets into the passage's original text)."""
+
+    passage_id: str
+    start: int
+    end: int
+    text: str
+
+
+def locate_quote(answer: str, passages: Sequence[Passage]) -> Quote | None:
+    """The first place ``answer`` occurs in ``passages``, whitespace-insensitively; None when it does not.
+
+    Example:
+        >>> from setpoint.adapters.generator import Passage
+        >>> locate_quote("Denver  Broncos", [Passage("p1", "SB", "The Denver\\nBroncos won.")])
+        Quote(passage_id='p1', start=4, end=18, text='Denver\\nBroncos')
+    """
+    words = answer.split()
+    if not words:
+        return None
+    pattern = re.compile(r"\s+".join(re.escape(w) for w in words))
+    for p in passages:
+        match = pattern.search(p.text)
+        if match:
+            return Quote(p.id, match.start(), match.end(), match.group(0))
+    return None
+
+
+class SpanConstraint:
+    """Allow only tokens that keep the answer a quote of one of ``passages``.
+
+    Call it like a logits processor: ``constraint(generated_ids, logits) -> masked logits``.
+    It follows the decoded answer through the ids it is shown, so it needs no other state
+    from the decoding loop.
+
+    Example:
+        >>> constraint = SpanConstraint.for_generator(gen, passages)  # doctest: +SKIP
+        >>> tokens = list(gen.stream(ids, logits_processor=constraint))  # doctest: +SKIP
+    """
+
+    def __init__(self, texts: Sequence[str], table: TokenTable, stop_ids: Sequence[int]) -> None:
+        self.texts = [_normalise(t) for t in texts]
+        self.table = table
+        self.stop_ids = sorted(set(stop_ids))
+        # A quote starts at a word: a non-space character after a non-alphanumeric one, or
+        # the space before such a word (a leading-space token such as " Denver").
+        self._positions: set[tuple[int, int]] = set()
+        for i, text in enumerate(self.texts):
+            for j, ch in enumerate(text):
+                if not ch.isspace() and (j == 0 or not text[j - 1].isalnum()):
+                    self._positions.add((i, j))
+                    if j > 0 and text[j - 1] == " ":
+                        self._positions.add((i, j - 1))
+        self._consumed = 0
+        self._answer = ""
+
+    @classmethod
+    def for_generator(cls, generator: Generator, passages: Sequence[Passage]) -> SpanConstraint:
+        return cls(
+            [p.text for p in passages],
+            TokenTable.of(generator.tokenizer),
+            sorted(generator.stop_ids),
+        )
+
+    @property
+    def answer(self) -> str:
+        """The text decoded so far, as the constraint followed it."""
+        return self._answer
+
+    def _advance(self, generated: Sequence[int]) -> None:
+        for token_id in generated[self._consumed :]:
+            if token_id in self.stop_ids:
+                continue
+            piece = self.table.text_of[token_id]
+            self._positions = {
+                (i, j + len(piece))
+                for i, j in self._positions
+                if self.texts[i].startswith(piece, j)
+            }
+            self._answer += piece
+        self._consumed = len(generated)
+
+    def allowed(self, generated: Sequence[int] = ()) -> list[int]:
+        """Token ids that may come next after ``generated``."""
+        self._advance(generated)
+        allowed: set[int] = set()
+        can_stop = False
+        by_text = self.table.by_text
+        for i, j in self._positions:
+            text = self.texts[i]
+            if self._answer.strip() and (j == len(text) or not text[j].isalnum()):
+                can_stop = True
+            # Every vocabulary entry that spells the next characters of the passage.
+            for end in range(j + 1, min(len(text), j + self.table.longest) + 1):
+                ids = by_text.get(text[j:end])
+                if ids:
+                    allowed.update(ids)
+        if can_stop or not allowed:
+            allowed.update(self.stop_ids)
+        return sorted(allowed)
+
+    def __call__(self, generated: Sequence[int], logits: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        keep = torch.tensor(self.allowed(generated), dtype=torch.long)
+        masked = torch.full_like(logits, float("-inf"))
+        masked[..., keep] = logits[..., keep]
+        return masked
+
+
+@dataclass
+class ReaderAnswer:
+    """One greedy answer with its per-token signals."""
+
+    text: str
+    tokens: list[GeneratedToken] = field(default_factory=list)
+    seconds: float = 0.0
+    quote: Quote | None = None
+    #: Whether decoding ended on the stop token (the last of ``tokens``) rather than the cap.
+    stopped: bool = False
+
+    @property
+    def answer_tokens(self) -> list[GeneratedToken]:
+        """The tokens of the answer itself (the stop token left out)."""
+        return self.tokens[:-1] if self.stopped else self.tokens
+
+
+def answer_question(
+    generator: Generator,
+    question: str,
+    passages: Sequence[Passage] = (),
+    *,
+    max_new_tokens: int = 24,
+    grounded: bool = False,
+) -> ReaderAnswer:
+    """Answer one question greedily with the active adapter; ``grounded`` quotes the passages.
+
+    Example:
+        >>> answer_question(gen, "Who won Super Bowl 50?", [passage], grounded=True).text  # doctest: +SKIP
+        'Denver Broncos'
+    """
+    started = time.perf_counter()
+    processor = SpanConstraint.for_generator(generator, passages) if grounded and passages else None
+    tokens: list[GeneratedToken] = []
+    pieces: list[str] = []
+    stopped = False
+    for token in generator.stream(
+        generator.prompt_ids(question, passages),
+        max_new_tokens=max_new_tokens,
+        logits_processor=processor,
+    ):
+        tokens.append(token)
+        if token.token_id in generator.stop_ids:
+            stopped = True
+            break
+        pieces.append(token.text)
+    text = "".join(pieces).strip()
+    return ReaderAnswer(
+        text=text,
+        tokens=tokens,
+        seconds=time.perf_counter() - started,
+        quote=locate_quote(text, passages) if passages else None,
+        stopped=stopped,
+    )

@@ -1,0 +1,153 @@
+"""``setpoint calibrate``: record closed-book signals, train the hidden-state probe, pick setpoints from data.
+
+Titles are split into train and validation so that the probe's AUROC and the chosen
+setpoints are measured on articles it never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from setpoint.errors import ConfigError
+from setpoint.evaluation import CORRECT_F1, EvalQuestion, split_titles
+from setpoint.metrics import auroc, best_f1, pick_threshold
+
+if TYPE_CHECKING:
+    from setpoint.api import Setpoint
+
+__all__ = ["calibrate", "collect_features"]
+
+
+def collect_features(session: Setpoint, questions: list[EvalQuestion], layer: int, *, max_new_tokens: int = 24) -> list[dict[str, Any]]:
+    """Closed-book answer, F1 and signals for each question, plus the prefill hidden state at ``layer``."""
+    from tqdm import tqdm
+
+    from setpoint.agents.thermostat import Thermostat
+
+    generator = session.resources.generator()
+    thresholds = session.context().thresholds()
+    rows = []
+    for q in tqdm(questions, desc="closed-book", unit="q"):
+        ids = generator.prompt_ids(q.question)
+        first, hidden = generator.probe_features(ids, layer)
+        tokens = [t for t in generator.stream(ids, max_new_tokens=max_new_tokens) if t.token_id not in generator.stop_ids]
+        answer = "".join(t.text for t in tokens).strip()
+        entropies = [t.signals.entropy for t in tokens] or [first.entropy]
+        thermostat = Thermostat(thresholds)
+        fired = any(thermostat.update(h).fired for h in entropies)
+        rows.append(
+            {
+                "qid": q.id,
+                "title": q.title,
+                "f1": best_f1(answer, q.answers),
+                "answer": answer,
+                "first_entropy": first.entropy,
+                "mean_entropy": sum(entropies) / len(entropies),
+                "thermostat_fired": fired,
+                "hidden": hidden,
+            }
+        )
+    return rows
+
+
+def calibrate(
+    session: Setpoint,
+    questions: list[EvalQuestion],
+    *,
+    layer: int,
+    out_dir: Path,
+    seed: int = 0,
+    validation_fraction: float = 0.3,
+    target_retrieval_rate: float = 0.5,
+) -> dict[str, Any]:
+    """Train the probe on train titles, report validation AUROC, choose setpoints, write files.
+
+    Writes ``probe-layer{L}.json`` (the probe with its record) and ``calibration.json`` (the
+    chosen values the CLI and ``Setpoint`` load) into ``out_dir``.
+    """
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    if not questions:
+        raise ConfigError("no questions to calibrate on")
+    started = time.perf_counter()
+    rows = collect_features(session, questions, layer)
+    val_titles, _ = split_titles({r["title"] for r in rows}, validation_fraction, seed)
+    train = [r for r in rows if r["title"] not in val_titles]
+    val = [r for r in rows if r["title"] in val_titles]
+    if not train or not val:
+        raise ConfigError("too few titles for a train/validation split; calibrate on more questions")
+    x_train = np.array([r["hidden"] for r in train], dtype=np.float64)
+    y_train = np.array([r["f1"] < CORRECT_F1 for r in train])
+    mean = x_train.mean(axis=0)
+    scale = x_train.std(axis=0) + 1e-6
+    if len(set(y_train.tolist())) < 2:
+        raise ConfigError(
+            "every closed-book answer in the training titles is equally right or wrong; "
+            "the probe needs both kinds (calibrate on more questions, or with a tuned adapter)"
+        )
+    model = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
+    model.fit((x_train - mean) / scale, y_train)
+
+    from setpoint.adapters.linear_probe import LinearProbe
+
+    generator = session.resources.generator()
+    probe = LinearProbe(
+        layer=layer,
+        mean=mean.tolist(),
+        scale=scale.tolist(),
+        weights=model.coef_[0].tolist(),
+        bias=float(model.intercept_[0]),
+        model=generator.name,
+        adapter=generator.active_adapter,
+        trained_on={
+            "questions": len(train),
+            "titles": sorted({r["title"] for r in train}),
+            "label": f"closed-book token F1 < {CORRECT_F1}",
+            "seed": seed,
+        },
+    )
+    val_scores = [probe.score(r["hidden"]) for r in val]
+    val_wrong = [r["f1"] < CORRECT_F1 for r in val]
+    probe = replace(probe, validation_auroc=auroc(val_scores, val_wrong))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probe_path = probe.save(out_dir / f"probe-layer{layer}.json")
+
+    # Setpoint for the probe: on validation titles, retrieve for at most the target share.
+    # Open-book correctness is unknown here, so "retrieval fixes a wrong answer" is assumed
+    # (the upper bound); `setpoint eval` measures the real effect.
+    choice = pick_threshold(
+        val_scores,
+        [float(r["f1"] >= CORRECT_F1) for r in val],
+        [1.0] * len(val),
+        target_retrieval_rate=target_retrieval_rate,
+    )
+    record = {
+        "probe_path": str(probe_path),
+        "probe_setpoint": choice.threshold if math.isfinite(choice.threshold) else None,
+        "probe_validation_auroc": probe.validation_auroc,
+        "target_retrieval_rate": target_retrieval_rate,
+        "validation_retrieval_rate": choice.retrieval_rate,
+        "signal_auroc_validation": {
+            "first_entropy": auroc([r["first_entropy"] for r in val], val_wrong),
+            "mean_entropy": auroc([r["mean_entropy"] for r in val], val_wrong),
+            "probe": probe.validation_auroc,
+        },
+        "closed_book_f1": {
+            "train": sum(r["f1"] for r in train) / len(train),
+            "validation": sum(r["f1"] for r in val) / len(val),
+        },
+        "layer": layer,
+        "questions": {"train": len(train), "validation": len(val)},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out_dir / "calibration.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    (out_dir / "features.jsonl").write_text(
+        "\n".join(json.dumps({k: v for k, v in r.items() if k != "hidden"}) for r in rows) + "\n", encoding="utf-8"
+    )
+    return record

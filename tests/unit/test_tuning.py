@@ -1,0 +1,219 @@
+"""LoRA tuning on a tiny model: config validation, the title split, RAFT groups, the shared-prefix loss, training, saving."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_generator
+
+from setpoint.adapters.generator import Generator
+from setpoint.adapters.lexical import Bm25Index
+from setpoint.adapters.qa_data import TitleSplit, load_squad, split_titles
+from setpoint.adapters.tuning import (
+    RECORD_FILE,
+    SPLIT_FILE,
+    TrainingGroup,
+    TuningConfig,
+    encode_group,
+    group_loss,
+    knowledge_groups,
+    reader_groups,
+    save_adapter,
+    train_lora,
+)
+from setpoint.errors import ConfigError
+
+# A SQuAD-format corpus in the tiny tokenizer's vocabulary: three "articles".
+PASSAGES = [
+    {"id": "bowl-0", "title": "bowl", "text": "the denver broncos won the super bowl game ."},
+    {"id": "bowl-1", "title": "bowl", "text": "the nfl team denver won the afc game ."},
+    {"id": "france-0", "title": "france", "text": "paris is the capital city of france ."},
+    {"id": "france-1", "title": "france", "text": "the city of paris is in france ."},
+    {"id": "home-0", "title": "home", "text": "a short passage of a home with a name ."},
+]
+QUESTIONS = [
+    ("q1", "who won the super bowl ?", ["denver broncos"], "bowl-0"),
+    ("q2", "what game did the broncos win ?", ["super bowl", "the super bowl"], "bowl-0"),
+    ("q3", "which team won the afc game ?", ["denver"], "bowl-1"),
+    ("q4", "what is the capital of france ?", ["paris"], "france-0"),
+    ("q5", "where is paris ?", ["france", "in france"], "france-1"),
+    ("q6", "what is the capital city ?", ["paris"], "france-0"),
+    ("q7", "what is a passage of ?", ["a home"], "home-0"),
+]
+
+
+def learnable_tiny_generator() -> Generator:
+    """The conftest tiny Llama with larger embeddings.
+
+    Its default init (std 0.02, tied head, RMS-normed hidden states) bounds every logit to
+    about +-0.6, so no adapter could make it confident; scaled embeddings let the loss fall.
+    """
+    gen = make_tiny_generator(seed=0)
+    with torch.no_grad():
+        gen.model.get_input_embeddings().weight.mul_(8)
+    return gen
+
+
+@pytest.fixture
+def squad_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "squad"
+    directory.mkdir()
+    (directory / "passages.jsonl").write_text(
+        "".join(json.dumps(p) + "\n" for p in PASSAGES), encoding="utf-8"
+    )
+    (directory / "questions.jsonl").write_text(
+        "".join(
+            json.dumps({"id": i, "question": q, "answers": a, "passage_id": p}) + "\n"
+            for i, q, a, p in QUESTIONS
+        ),
+        encoding="utf-8",
+    )
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rank": 0}, "rank must be a positive integer"),
+        ({"task": "summarise"}, "task must be 'read' or 'qa'"),
+        ({"dropout": 1.0}, "dropout must be in"),
+        ({"target_modules": ()}, "target_modules must name"),
+        ({"learning_rate": 0.0}, "learning_rate must be in"),
+        ({"gold_only_fraction": 1.5}, "gold_only_fraction"),
+        ({"max_steps": 0}, "max_steps must be at least 1"),
+    ],
+)
+def test_config_rejects_bad_values(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TuningConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_title_split_keeps_titles_apart_and_is_deterministic(squad_dir: Path) -> None:
+    data = load_squad(squad_dir)
+    counts = data.question_counts()
+    split = split_titles(counts, eval_fraction=0.3, seed=3)
+    assert set(split.train).isdisjoint(split.eval)
+    assert set(split.train) | set(split.eval) == set(counts)
+    assert sum(counts[t] for t in split.eval) >= 0.3 * sum(counts.values())
+    assert split == split_titles(dict(reversed(list(counts.items()))), eval_fraction=0.3, seed=3)
+    with pytest.raises(ConfigError, match="in both training and evaluation"):
+        TitleSplit(train=("bowl", "home"), eval=("home",))
+
+
+def test_split_round_trips_through_its_file(tmp_path: Path) -> None:
+    split = split_titles({"a": 5, "b": 5, "c": 5}, eval_fraction=0.3)
+    split.save(tmp_path / SPLIT_FILE)
+    assert TitleSplit.load(tmp_path / SPLIT_FILE) == split
+
+
+def test_reader_groups_never_show_evaluation_articles(squad_dir: Path) -> None:
+    data = load_squad(squad_dir)
+    split = TitleSplit(train=("bowl", "home"), eval=("france",))
+    train_passages = [p for p in data.passages.values() if p.title in split.train]
+    config = TuningConfig(distractors=2, gold_only_fraction=0.0, group_size=2)
+    groups = reader_groups(data, split.train, config, Bm25Index(train_passages))
+    questions = [q for g in groups for q in g.items]
+    assert sorted(q.id for q in questions) == ["q1", "q2", "q3", "q7"]
+    for group in groups:
+        assert all(p.title in split.train for p in group.passages)
+        gold = {q.passage_id for q in group.items}
+        assert len(gold) == 1 and gold <= {p.id for p in group.passages}
+        assert len(group.passages) == 3  # gold + 2 retrieved distractors
+    assert reader_groups(data, split.train, config, Bm25Index(train_passages)) == groups
+
+
+def test_max_examples_caps_questions(squad_dir: Path) -> None:
+    data = load_squad(squad_dir)
+    groups = knowledge_groups(
+        data, ["bowl", "france", "home"], TuningConfig(max_examples=5, group_size=2)
+    )
+    assert sum(len(g.items) for g in groups) == 5
+    assert all(g.passages == () for g in groups)
+
+
+def test_shared_prefix_loss_equals_separate_losses(squad_dir: Path) -> None:
+    data = load_squad(squad_dir)
+    gen = make_tiny_generator(seed=2)
+    group = TrainingGroup(
+        (data.passages["bowl-0"], data.passages["bowl-1"]),
+        tuple(q for q in data.questions if q.passage_id in {"bowl-0", "bowl-1"}),
+    )
+    sequences = encode_group(gen, group)
+    with torch.no_grad():
+        shared, tokens, answer_tokens = group_loss(gen.model, sequences)
+        separate = [group_loss(gen.model, [s]) for s in sequences]
+    weighted = sum(float(loss) * n for loss, _, n in separate) / sum(n for _, _, n in separate)
+    assert answer_tokens == sum(n for _, _, n in separate)
+    assert float(shared) == pytest.approx(weighted, rel=1e-4)
+    # The shared context ran once, not once per question.
+    assert tokens < sum(t for _, t, _ in separate)
+
+
+def mean_answer_loss(
+    causal_lm: torch.nn.Module, gen: Generator, groups: list[TrainingGroup]
+) -> float:
+    with torch.no_grad():
+        losses = [group_loss(causal_lm, encode_group(gen, g)) for g in groups]
+    return sum(float(loss) * n for loss, _, n in losses) / sum(n for _, _, n in losses)
+
+
+def test_training_on_a_few_examples_lowers_the_loss_deterministically(squad_dir: Path) -> None:
+    data = load_squad(squad_dir)
+    config = TuningConfig(
+        rank=4, alpha=8, dropout=0.0, learning_rate=2e-2, epochs=6, warmup_steps=2, group_size=4
+    )
+    groups = reader_groups(data, ["bowl", "france", "home"], config, None)
+    runs = []
+    for _ in range(2):
+        gen = learnable_tiny_generator()
+        before = mean_answer_loss(gen.model, gen, groups)
+        model, report = train_lora(gen, groups, config, progress=False)
+        runs.append((before, mean_answer_loss(model.get_base_model(), gen, groups), report))
+    (before, after, first), (_, _, second) = runs
+    assert first.steps == len(groups) * 6
+    assert first.examples_seen == 7 * 6
+    assert after < 0.5 * before
+    assert first.losses == second.losses
+    assert first.tokens_per_s > 0
+
+
+def test_saved_adapter_reloads_with_its_record(squad_dir: Path, tmp_path: Path) -> None:
+    data = load_squad(squad_dir)
+    config = TuningConfig(
+        rank=4, alpha=8, dropout=0.0, learning_rate=5e-3, epochs=3, warmup_steps=0
+    )
+    gen = make_tiny_generator(seed=0)
+    model, report = train_lora(
+        gen, knowledge_groups(data, ["bowl"], config), config, progress=False
+    )
+    prompt = gen.prompt_ids("who won the super bowl ?")
+    with torch.no_grad():
+        trained = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    split = TitleSplit(train=("bowl",), eval=("france", "home"))
+    out = save_adapter(
+        model,
+        tmp_path / "knowledge",
+        config=config,
+        record={"training": report.to_dict()},
+        split=split,
+    )
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert record["config"]["rank"] == 4 and record["training"]["steps"] == report.steps
+    assert TitleSplit.load(out / SPLIT_FILE) == split
+    from safetensors import safe_open
+
+    with safe_open(str(out / "adapter_model.safetensors"), "pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}  # noqa: SIM118
+
+    fresh = make_tiny_generator(seed=0)  # same base weights, no adapter
+    fresh.load_adapter(out, "knowledge")
+    with torch.no_grad():
+        reloaded = fresh.model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    assert torch.allclose(trained, reloaded, atol=1e-2)
+    fresh.set_adapter(None)
+    with torch.no_grad():
+        base = fresh.model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    assert not torch.allclose(trained, base, atol=1e-2)
