@@ -1,15 +1,25 @@
-"""Passage files: JSON Lines read leniently, good lines kept, every bad line reported by number."""
+"""Passage files: JSON Lines (bad lines reported by number), Markdown sections, plain text."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from setpoint.errors import IngestError
 
-__all__ = ["PassageRecord", "read_jsonl"]
+__all__ = [
+    "PASSAGE_SUFFIXES",
+    "PassageFile",
+    "PassageRecord",
+    "find_passage_files",
+    "read_jsonl",
+    "read_markdown",
+    "read_passages",
+    "read_text",
+]
 
 _CORE_FIELDS = ("id", "title", "text")
 
@@ -100,3 +110,153 @@ def read_jsonl(path: Path) -> tuple[list[PassageRecord], list[tuple[int, str]]]:
             first_line[parsed.id] = number
             records.append(parsed)
     return records, bad
+
+
+def _read_utf8(path: Path, kind: str) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise IngestError(f"{kind} file {path} does not exist") from None
+    except IsADirectoryError:
+        raise IngestError(f"{path} is a directory; give a file or use a folder ingest") from None
+    except OSError as exc:
+        raise IngestError(f"cannot read {kind} file {path}: {exc.strerror or exc}") from None
+    try:
+        return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IngestError(
+            f"{kind} file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+
+
+_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^\w]+", "-", text.lower()).strip("-")
+    return slug or "section"
+
+
+def read_markdown(path: Path) -> list[PassageRecord]:
+    """One passage per Markdown section (ATX ``#`` headings; fenced code is not a heading).
+
+    A section's id is the slug of its heading path (``install/linux``; repeated paths get
+    ``-2``, ``-3``), its title the heading path joined with `` › ``; text before the first
+    heading is a passage with the file's stem as id and title. Sections with no text are
+    skipped. YAML front matter is dropped.
+
+    Raises:
+        IngestError: the file is missing, unreadable or not UTF-8.
+
+    Example:
+        >>> [r.id for r in read_markdown(Path("guide.md"))]  # doctest: +SKIP
+        ['guide', 'install', 'install/linux']
+    """
+    path = Path(path)
+    text = _read_utf8(path, "Markdown")
+    lines = text.splitlines()
+    if lines and lines[0].strip() == "---":
+        for end in range(1, len(lines)):
+            if lines[end].strip() in ("---", "..."):
+                lines = lines[end + 1 :]
+                break
+    records: list[PassageRecord] = []
+    used: dict[str, int] = {}
+    stack: list[str] = []
+    body: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        content = "\n".join(body).strip()
+        body.clear()
+        if not content:
+            return
+        base = "/".join(_slug(h) for h in stack) if stack else path.stem
+        used[base] = used.get(base, 0) + 1
+        passage_id = base if used[base] == 1 else f"{base}-{used[base]}"
+        title = " › ".join(stack) if stack else path.stem
+        records.append(PassageRecord(id=passage_id, title=title, text=content))
+
+    for line in lines:
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        heading = None if in_fence else _HEADING.match(line)
+        if heading is None:
+            body.append(line)
+            continue
+        flush()
+        level = len(heading.group(1))
+        del stack[level - 1 :]
+        # A skipped level (# then ###) keeps the path short rather than inventing a parent.
+        stack.append(heading.group(2).strip() or f"section {len(records) + 1}")
+    flush()
+    return records
+
+
+def read_text(path: Path) -> list[PassageRecord]:
+    """A plain-text file as one passage (id and title: the file's stem); chunking cuts it.
+
+    Raises:
+        IngestError: the file is missing, unreadable or not UTF-8.
+    """
+    path = Path(path)
+    text = _read_utf8(path, "text")
+    if not text.strip():
+        return []
+    return [PassageRecord(id=path.stem, title=path.stem, text=text.strip())]
+
+
+#: File types an ingest reads, by suffix (lower case).
+PASSAGE_SUFFIXES = (".jsonl", ".md", ".markdown", ".txt")
+
+
+def read_passages(path: Path) -> tuple[list[PassageRecord], list[tuple[int, str]]]:
+    """The passages of one file by its suffix (see ``PASSAGE_SUFFIXES``) and its bad lines.
+
+    Raises:
+        IngestError: unknown suffix, or the file cannot be read.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return read_jsonl(path)
+    if suffix in (".md", ".markdown"):
+        return read_markdown(path), []
+    if suffix == ".txt":
+        return read_text(path), []
+    raise IngestError(
+        f"{path}: unknown passage file type {suffix or '(none)'!r}; use "
+        + ", ".join(PASSAGE_SUFFIXES)
+    )
+
+
+@dataclass(frozen=True)
+class PassageFile:
+    """A file of passages inside an ingested folder, and the source name it is stored under."""
+
+    path: Path
+    source: str
+
+
+def find_passage_files(folder: Path) -> list[PassageFile]:
+    """Every passage file under ``folder`` (recursively, hidden paths skipped), sorted.
+
+    Each file's source is ``<folder name>/<path inside the folder>``, so two folders with
+    the same inner layout do not collide, and a sync knows which sources are its own.
+
+    Raises:
+        IngestError: ``folder`` is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise IngestError(f"{folder} is not a folder")
+    name = folder.resolve().name
+    found: list[PassageFile] = []
+    for path in sorted(folder.rglob("*")):
+        inner = path.relative_to(folder)
+        if any(part.startswith(".") for part in inner.parts):
+            continue
+        if path.is_file() and path.suffix.lower() in PASSAGE_SUFFIXES:
+            found.append(PassageFile(path=path, source=f"{name}/{inner.as_posix()}"))
+    return found

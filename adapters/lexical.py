@@ -16,9 +16,53 @@ __all__ = ["Bm25Index", "words"]
 _WORD = re.compile(r"\w+")
 # Function words carry no topic; dropping them keeps "the" from ranking every passage.
 _STOP = frozenset(
-    "a an and are as at be by did do does for from had has have he her his how in is it its "
-    "of on or she that the their them they this to was were what when where which who whom "
-    "why with".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "how",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "she",
+        "that",
+        "the",
+        "their",
+        "them",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "with",
+    ]
 )
 
 

@@ -14,8 +14,8 @@ from typing import Any
 from setpoint.errors import ConfigError, InputError
 
 __all__ = [
-    "QARecord",
     "QADataset",
+    "QARecord",
     "TitleSplit",
     "default_squad_dir",
     "file_sha256",

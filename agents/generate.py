@@ -105,6 +105,12 @@ def make_generate(res: Resources) -> Any:
                         ATTR.OUTPUT_TOKENS: len(pieces),
                         ATTR.FINISH_REASONS: [finish],
                         ATTR.THERMOSTAT_FIRED_AT: fired_at,
+                        # Numbers only (no text): what `setpoint trace` draws.
+                        ATTR.TOKEN_ENTROPY: [r["entropy"] for r in trace[len(state.get("signal_trace") or []) :]],
+                        ATTR.TOKEN_EMA: [r["ema"] for r in trace[len(state.get("signal_trace") or []) :]],
+                        ATTR.SETPOINT: thresholds.setpoint,
+                        ATTR.HYSTERESIS: thresholds.hysteresis,
+                        ATTR.TRIGGER: ctx.trigger,
                     },
                 )
                 if res.settings.trace_content:

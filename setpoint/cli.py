@@ -262,6 +262,32 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from setpoint.traces import plot_run, read_spans, render_run, runs
+
+    path = Path(args.file) if args.file else Settings.from_env().trace_file
+    grouped = runs(read_spans(path))
+    if not grouped:
+        print(f"{path}: no spans")
+        return 0
+    if args.trace_id:
+        wanted = [t for t in grouped if t.removeprefix("0x").startswith(args.trace_id.removeprefix("0x"))]
+        if not wanted:
+            from setpoint.errors import InputError
+
+            raise InputError(f"no run with trace id {args.trace_id} in {path}")
+    else:
+        wanted = list(grouped)[-args.last :]
+    for trace_id in wanted:
+        print(f"trace {trace_id.removeprefix('0x')}")
+        for line in render_run(grouped[trace_id]):
+            print(f"  {line}")
+    if args.png:
+        out = plot_run(grouped[wanted[-1]], Path(args.png))
+        print(f"plot: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="setpoint",
@@ -350,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seed of the title split and the stream order")
         p.add_argument("--out", help="output folder (default: <cache>/eval or <cache>/calibration)")
         p.add_argument("--collection", default="SetpointEval", help="Weaviate collection for the evaluation index")
+
+    trace = sub.add_parser("trace", help="print runs from a span file as trees with entropy sparklines")
+    trace.add_argument("file", nargs="?", help="JSON-lines span file (default: SETPOINT_TRACE_FILE or the cache dir)")
+    trace.add_argument("--trace-id", help="one run (a prefix of its trace id)")
+    trace.add_argument("--last", type=int, default=1, help="the last N runs (default 1)")
+    trace.add_argument("--png", help="also draw the last shown run's entropy over tokens to this PNG")
+    trace.set_defaults(func=_cmd_trace)
 
     calibrate = sub.add_parser("calibrate", help="train the hidden-state probe and pick setpoints from data")
     eval_flags(calibrate)

@@ -70,6 +70,10 @@ class ATTR:
     DROPPED_PASSAGES = "setpoint.dropped_passages"
     THERMOSTAT_FIRED_AT = "setpoint.thermostat.fired_at_step"
     RETRIEVAL_UNAVAILABLE = "setpoint.retrieval_unavailable"
+    TOKEN_ENTROPY = "setpoint.token_entropy"
+    TOKEN_EMA = "setpoint.token_ema"
+    HYSTERESIS = "setpoint.hysteresis"
+    TRIGGER = "setpoint.trigger"
 
 
 class JsonLinesSpanExporter(SpanExporter):
