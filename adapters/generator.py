@@ -217,8 +217,12 @@ class Generator:
 
     def prompt_ids(self, question: str, passages: Sequence[Passage] = ()) -> list[int]:
         """Token ids of the chat-templated prompt, ending with the assistant turn's header."""
+        return self.chat_ids(self.messages(question, passages))
+
+    def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of any chat (``[{"role", "content"}]``) with the assistant header appended."""
         ids = self.tokenizer.apply_chat_template(
-            self.messages(question, passages), add_generation_prompt=True, tokenize=True
+            list(messages), add_generation_prompt=True, tokenize=True
         )
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
