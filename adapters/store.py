@@ -1,19 +1,21 @@
-"""The passage store: a Weaviate collection of our vectors, hybrid search, idempotent ingest."""
+"""The passage store: a Weaviate collection of chunk vectors; hybrid, BM25 and vector search; freshness."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from setpoint.adapters.chunking import ChunkPolicy
+from setpoint.adapters.ingestion import IngestReport
 from setpoint.errors import ConfigError, IngestError, InputError, RetrievalError
 from setpoint.settings import Settings
 
@@ -21,22 +23,66 @@ if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from weaviate import WeaviateClient
     from weaviate.collections import Collection
+    from weaviate.collections.classes.filters import _Filters
 
     from setpoint.adapters.corpus import PassageRecord
+    from setpoint.adapters.rerank import Reranker
     from setpoint.adapters.weaviate_server import WeaviateServer
 
-__all__ = ["IngestReport", "SearchHit", "WeaviateStore"]
+__all__ = [
+    "SEARCH_MODES",
+    "IngestReport",
+    "PassageVersion",
+    "SearchHit",
+    "SearchMode",
+    "WeaviateStore",
+    "chunk_uuid",
+]
 
-_PROPERTIES = ["passage_id", "title", "text", "source"]
+#: Every object is one chunk of one passage; these are what a search returns of it.
+_PROPERTIES = [
+    "passage_id",
+    "chunk",
+    "title",
+    "text",
+    "source",
+    "version",
+    "ingested_at",
+    "metadata",
+]
 _DEFAULT_GRPC_PORT = 50051
 # The client itself ignores HTTP_PROXY (trust_env=False); our probes must reach the same place.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Weaviate answers at most QUERY_MAXIMUM_RESULTS (default 10,000) objects per query.
+_PAGE = 10_000
+
+SearchMode = Literal["hybrid", "bm25", "vector"]
+#: The search modes behind ``WeaviateStore.search`` and the ``weaviate_search`` tool.
+SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "vector")
+
+
+def chunk_uuid(source: str, passage_id: str, chunk: int) -> str:
+    """The object UUID of one chunk: a UUIDv5 of ``[source, passage id, chunk]``.
+
+    JSON encoding keeps the name unambiguous whatever characters the source or id hold,
+    so ingesting the same passage again always addresses the same objects.
+
+    Example:
+        >>> chunk_uuid("squad", "Denver-0", 0) == chunk_uuid("squad", "Denver-0", 0)
+        True
+    """
+    from weaviate.util import generate_uuid5
+
+    return str(generate_uuid5(json.dumps([source, passage_id, chunk], ensure_ascii=False)))
 
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One passage returned by a search, with its fused hybrid score (higher is better).
+    """One passage returned by a search: its best-matching chunk and a score (higher is better).
+
+    ``version`` (a content hash) and ``ingested_at`` say which edition of the passage
+    this is, so a caller can tell a newer passage from what it learned earlier.
 
     Example:
         >>> hit = SearchHit(id="Denver-0", title="Denver", text="...", source="squad", score=0.82)
@@ -49,34 +95,34 @@ class SearchHit:
     text: str
     source: str
     score: float
+    chunk: int = 0
+    version: str = ""
+    ingested_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``ingested_at`` as an ISO 8601 string (or None)."""
         return {
             "id": self.id,
             "title": self.title,
             "text": self.text,
             "source": self.source,
             "score": self.score,
+            "chunk": self.chunk,
+            "version": self.version,
+            "ingested_at": self.ingested_at.isoformat() if self.ingested_at else None,
+            "metadata": dict(self.metadata),
         }
 
 
-@dataclass
-class IngestReport:
-    """What an ``ingest`` run did: nothing failed silently.
+@dataclass(frozen=True)
+class PassageVersion:
+    """Which edition of a passage the index holds: content hash and when it was written."""
 
-    ``failed`` holds ``(passage id, reason)`` for records Weaviate (or the ingest itself)
-    refused; ``skipped_lines`` is for the caller to fill with ``read_jsonl``'s bad lines.
-
-    Example:
-        >>> report = IngestReport(added=48, failed=[("p7", "vector length 5, expected 384")])
-        >>> report.added + len(report.failed)
-        49
-    """
-
-    added: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    skipped_lines: list[tuple[int, str]] = field(default_factory=list)
-    seconds: float = 0.0
+    id: str
+    source: str
+    version: str
+    ingested_at: datetime
 
 
 def _short(exc: BaseException | str, limit: int = 240) -> str:
@@ -92,15 +138,11 @@ def _short(exc: BaseException | str, limit: int = 240) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _chunks(items: Iterable[PassageRecord], size: int) -> Iterator[list[PassageRecord]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
-def _embedding_text(record: PassageRecord) -> str:
-    # The title disambiguates short passages ("He was born in 1879." needs "Einstein").
-    return f"{record.title}\n{record.text}" if record.title else record.text
+def _as_utc(moment: datetime | float) -> datetime:
+    if isinstance(moment, (int, float)):
+        return datetime.fromtimestamp(moment, tz=UTC)
+    # A naive datetime is taken as local time, as datetime.timestamp() does.
+    return moment if moment.tzinfo is not None else moment.astimezone(UTC)
 
 
 class WeaviateStore:
@@ -118,6 +160,10 @@ class WeaviateStore:
         api_key: API key for the external Weaviate.
         timeout_s: Connect and query timeout; inserts get three times as long.
         server: An embedded server to own instead of ``url``.
+        chunking: How ``ingest`` cuts long passages (default :class:`ChunkPolicy`).
+        reranker: Reorders the best ``rerank_depth`` candidates of a search.
+        rerank: Whether searches rerank by default (when there is a reranker).
+        rerank_depth: How many candidates the reranker sees.
 
     Example:
         >>> with WeaviateStore.from_settings(Settings.from_env()) as store:  # doctest: +SKIP
@@ -136,11 +182,21 @@ class WeaviateStore:
         api_key: str | None = None,
         timeout_s: float = 10.0,
         server: WeaviateServer | None = None,
+        chunking: ChunkPolicy | None = None,
+        reranker: Reranker | None = None,
+        rerank: bool = True,
+        rerank_depth: int = 30,
     ) -> None:
         if (url is None) == (server is None):
             raise ConfigError("WeaviateStore needs exactly one of url= or server=")
+        if rerank_depth < 1:
+            raise ConfigError(f"rerank_depth must be at least 1, got {rerank_depth}")
         self.collection_name = collection
         self.embedder = embedder
+        self.chunking = chunking or ChunkPolicy()
+        self.reranker = reranker
+        self.rerank = rerank
+        self.rerank_depth = rerank_depth
         self.server = server
         self.api_key = api_key
         self.timeout_s = timeout_s
@@ -398,41 +454,59 @@ class WeaviateStore:
         return self.connect().collections.use(self.collection_name)
 
     def ensure_collection(self) -> None:
-        """Create the collection if it does not exist (vectors are ours; BM25 on title and text)."""
+        """Create the collection if it does not exist (vectors are ours; BM25 on title and text).
+
+        Raises:
+            RetrievalError: Weaviate failed, or the collection exists with another layout
+                (one made by an older setpoint, which has no passage versions).
+        """
         if self._collection_ready:
             return
         client = self.connect()
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
 
+        def keyword(name: str) -> Property:
+            # Identifiers are matched whole, never split into words, and never scored by BM25.
+            return Property(
+                name=name,
+                data_type=DataType.TEXT,
+                tokenization=Tokenization.FIELD,
+                index_searchable=False,
+            )
+
         with self._lock, self._weaviate_errors(f"creating collection {self.collection_name}"):
-            if self._collection_ready or client.collections.exists(self.collection_name):
+            if self._collection_ready:
+                return
+            if client.collections.exists(self.collection_name):
+                self._check_layout()
                 self._collection_ready = True
                 return
             try:
                 client.collections.create(
                     self.collection_name,
-                    description="setpoint passages",
+                    description="setpoint passages, one object per chunk",
                     vector_config=Configure.Vectors.self_provided(),
                     inverted_index_config=Configure.inverted_index(bm25_b=0.75, bm25_k1=1.2),
                     properties=[
-                        # Identifiers are matched whole, never split into words.
-                        Property(
-                            name="passage_id",
-                            data_type=DataType.TEXT,
-                            tokenization=Tokenization.FIELD,
-                            index_searchable=False,
-                        ),
+                        keyword("passage_id"),
+                        Property(name="chunk", data_type=DataType.INT),
                         Property(
                             name="title", data_type=DataType.TEXT, tokenization=Tokenization.WORD
                         ),
+                        # The title again, whole, so that a filter matches one exact title.
+                        keyword("title_key"),
                         Property(
                             name="text", data_type=DataType.TEXT, tokenization=Tokenization.WORD
                         ),
+                        keyword("source"),
+                        keyword("version"),
+                        Property(name="ingested_at", data_type=DataType.DATE),
+                        # Free-form JSON; stored and returned, neither searched nor filtered.
                         Property(
-                            name="source",
+                            name="metadata",
                             data_type=DataType.TEXT,
-                            tokenization=Tokenization.FIELD,
                             index_searchable=False,
+                            index_filterable=False,
                         ),
                     ],
                 )
@@ -440,43 +514,136 @@ class WeaviateStore:
                 # Another process may have created it between exists() and create().
                 if not client.collections.exists(self.collection_name):
                     raise
+                self._check_layout()
             self._collection_ready = True
+
+    def _check_layout(self) -> None:
+        names = {p.name for p in self._collection().config.get().properties}
+        missing = {"chunk", "version", "ingested_at", "title_key"} - names
+        if missing:
+            raise RetrievalError(
+                f"collection {self.collection_name} at {self.url} was made by an older setpoint "
+                f"(no {', '.join(sorted(missing))}); run `setpoint ingest --recreate …` to rebuild "
+                "it, or set SETPOINT_COLLECTION to a new name"
+            )
+
+    def recreate_collection(self) -> None:
+        """Delete the collection and everything in it, then create it empty."""
+        client = self.connect()
+        with self._lock, self._weaviate_errors(f"deleting collection {self.collection_name}"):
+            client.collections.delete(self.collection_name)
+            self._collection_ready = False
+        self.ensure_collection()
+
+    def _exists(self) -> bool:
+        client = self.connect()
+        with self._weaviate_errors(f"looking up collection {self.collection_name}"):
+            if self._collection_ready:
+                return True
+            return bool(client.collections.exists(self.collection_name))
 
     def count(self) -> int:
         """Number of passages in the collection (0 when it does not exist yet)."""
-        client = self.connect()
+        return self._count(first_chunks=True)
+
+    def count_chunks(self) -> int:
+        """Number of stored objects: chunks, at least one per passage."""
+        return self._count(first_chunks=False)
+
+    def _count(self, *, first_chunks: bool) -> int:
+        from weaviate.classes.query import Filter
+
+        if not self._exists():
+            return 0
+        where = Filter.by_property("chunk").equal(0) if first_chunks else None
         with self._weaviate_errors("counting passages"):
-            if not client.collections.exists(self.collection_name):
-                return 0
-            total = self._collection().aggregate.over_all(total_count=True).total_count
+            total = (
+                self._collection().aggregate.over_all(total_count=True, filters=where).total_count
+            )
         return int(total or 0)
 
     def get(self, passage_id: str, source: str) -> SearchHit | None:
-        """The stored passage ingested as ``passage_id`` from ``source`` (score 0.0), or None."""
-        from weaviate.util import generate_uuid5
-
-        client = self.connect()
-        with self._weaviate_errors(f"fetching passage {passage_id}"):
-            if not client.collections.exists(self.collection_name):
-                return None
-            obj = self._collection().query.fetch_object_by_id(
-                generate_uuid5(f"{source}:{passage_id}"), return_properties=_PROPERTIES
-            )
-        if obj is None:
+        """The stored passage ingested as ``passage_id`` from ``source`` (whole text, score 0.0), or None."""
+        chunks = self.stored_chunks(source, [passage_id]).get(passage_id)
+        if not chunks:
             return None
-        return self._hit(obj.properties, 0.0)
+        first = chunks[min(chunks)]
+        text = "\n\n".join(chunks[n].text for n in sorted(chunks)) if len(chunks) > 1 else first.text
+        return SearchHit(
+            id=first.id,
+            title=first.title,
+            text=text,
+            source=first.source,
+            score=0.0,
+            chunk=0,
+            version=first.version,
+            ingested_at=first.ingested_at,
+            metadata=first.metadata,
+        )
+
+    def stored_chunks(
+        self, source: str, passage_ids: Sequence[str]
+    ) -> dict[str, dict[int, SearchHit]]:
+        """Every stored chunk of these passages of ``source``: ``{passage id: {chunk: hit}}``."""
+        found: dict[str, dict[int, SearchHit]] = {}
+        for props in self._fetch_chunks(source, passage_ids, _PROPERTIES):
+            hit = self._hit(props, 0.0)
+            found.setdefault(hit.id, {})[hit.chunk] = hit
+        return found
+
+    def _stored_versions(self, source: str, passage_ids: Sequence[str]) -> dict[str, dict[int, str]]:
+        """``{passage id: {chunk: version}}``: what an ingest compares against, without the text."""
+        found: dict[str, dict[int, str]] = {}
+        for props in self._fetch_chunks(source, passage_ids, ["passage_id", "chunk", "version"]):
+            chunks = found.setdefault(str(props.get("passage_id") or ""), {})
+            chunks[int(props.get("chunk") or 0)] = str(props.get("version") or "")
+        return found
+
+    def _fetch_chunks(
+        self, source: str, passage_ids: Sequence[str], properties: list[str]
+    ) -> Iterator[Any]:
+        from weaviate.classes.query import Filter
+
+        if not passage_ids or not self._exists():
+            return
+        pending = [list(dict.fromkeys(passage_ids))]
+        with self._weaviate_errors(f"reading passages of {source}"):
+            while pending:
+                ids = pending.pop()
+                where = Filter.by_property("source").equal(source) & Filter.by_property(
+                    "passage_id"
+                ).contains_any(ids)
+                response = self._collection().query.fetch_objects(
+                    filters=where, limit=_PAGE, return_properties=properties
+                )
+                if len(response.objects) >= _PAGE and len(ids) > 1:
+                    # More chunks than one answer holds: ask again in halves.
+                    pending += [ids[: len(ids) // 2], ids[len(ids) // 2 :]]
+                    continue
+                for obj in response.objects:
+                    yield obj.properties
 
     @staticmethod
     def _hit(props: Any, score: float) -> SearchHit:
+        raw_meta = props.get("metadata")
+        try:
+            metadata = json.loads(raw_meta) if raw_meta else {}
+        except ValueError:
+            metadata = {}
+        ingested = props.get("ingested_at")
         return SearchHit(
             id=str(props.get("passage_id") or ""),
             title=str(props.get("title") or ""),
             text=str(props.get("text") or ""),
             source=str(props.get("source") or ""),
             score=float(score),
+            chunk=int(props.get("chunk") or 0),
+            version=str(props.get("version") or ""),
+            ingested_at=ingested if isinstance(ingested, datetime) else None,
+            metadata=metadata if isinstance(metadata, dict) else {"value": metadata},
         )
 
-    # -- ingest -------------------------------------------------------------------------
+    # -- ingest and delete -----------------------------------------------------------------
 
     def ingest(
         self,
@@ -485,114 +652,232 @@ class WeaviateStore:
         source: str,
         batch_size: int = 64,
         progress: bool = True,
+        chunking: ChunkPolicy | None = None,
+        prune: bool = False,
     ) -> IngestReport:
-        """Embed and insert passages; re-ingesting the same source and ids never duplicates.
+        """Chunk, embed and write passages; unchanged passages cost no write at all.
 
-        Each passage's UUID is derived from ``source:id``, so a second run updates the same
-        objects. Objects Weaviate refuses are listed in ``IngestReport.failed`` with the
-        server's reason.
+        Each chunk's UUID comes from ``(source, passage id, chunk)``, and each passage
+        carries a ``version`` (hash of its title, text, metadata, chunking policy and
+        embedder), so a second run skips what is stored already, rewrites what changed,
+        and removes chunks an edit made surplus. An interrupted run, run again, finishes
+        the job. With ``prune``, passages of ``source`` that are not in ``records`` are
+        deleted (what a sync does).
 
         Raises:
-            IngestError: Weaviate is unreachable, so nothing could be ingested.
+            IngestError: Weaviate is unreachable (before or during the run); what was
+                written before stays written.
             ModelError: the embedder failed.
         """
-        from tqdm.auto import tqdm
-        from weaviate.util import generate_uuid5
+        from setpoint.adapters.ingestion import write_passages
 
-        if not source.strip():
-            raise InputError("ingest needs a non-empty source name (it keys the passage ids)")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}")
-        started = time.perf_counter()
-        try:
-            self.ensure_collection()
-        except RetrievalError as exc:
-            raise IngestError(str(exc)) from exc
-        reason = self._not_ready_reason()
-        if reason is not None:
-            raise IngestError(reason)
-        report = IngestReport()
-        total = len(records) if isinstance(records, Sized) else None
-        seen: set[str] = set()
-        id_by_uuid: dict[str, str] = {}
-        sent = 0
-        collection = self._collection()
-        bar = tqdm(
-            total=total,
-            unit=" passages",
-            desc=f"ingest {source}",
-            disable=not progress,
-            dynamic_ncols=True,
+        return write_passages(
+            self,
+            records,
+            source=source,
+            batch_size=batch_size,
+            progress=progress,
+            chunking=chunking or self.chunking,
+            prune=prune,
         )
-        try:
-            with self._weaviate_errors(f"ingesting into {self.collection_name}"):
-                with collection.batch.fixed_size(
-                    batch_size=batch_size, concurrent_requests=2
-                ) as batch:
-                    for chunk in _chunks(records, batch_size):
-                        keep: list[PassageRecord] = []
-                        for record in chunk:
-                            if not record.id or not record.text.strip():
-                                report.failed.append((record.id, "empty id or text"))
-                            elif record.id in seen:
-                                report.failed.append(
-                                    (record.id, "duplicate id in this ingest; kept the first")
-                                )
-                            else:
-                                seen.add(record.id)
-                                keep.append(record)
-                        vectors = self.embedder.embed_documents([_embedding_text(r) for r in keep])
-                        for record, vector in zip(keep, vectors, strict=True):
-                            uuid = generate_uuid5(f"{source}:{record.id}")
-                            id_by_uuid[str(uuid)] = record.id
-                            batch.add_object(
-                                properties={
-                                    "passage_id": record.id,
-                                    "title": record.title,
-                                    "text": record.text,
-                                    "source": source,
-                                },
-                                uuid=uuid,
-                                vector=vector,
-                            )
-                        sent += len(keep)
-                        bar.update(len(chunk))
-                failures = list(collection.batch.failed_objects)
-        finally:
-            bar.close()
-        for failure in failures:
-            uuid = str(failure.object_.uuid)
-            report.failed.append((id_by_uuid.get(uuid, uuid), _short(failure.message)))
-        report.added = sent - len(failures)
-        report.seconds = time.perf_counter() - started
-        return report
+
+    def delete(self, passage_ids: Sequence[str], *, source: str | None = None) -> list[tuple[str, str]]:
+        """Delete passages (all their chunks) by id, in one source or in all of them.
+
+        Returns the ``(source, passage id)`` pairs that were deleted; ids not stored are
+        not an error, they are simply absent from the result.
+        """
+        from weaviate.classes.query import Filter
+
+        if not passage_ids or not self._exists():
+            return []
+        where = Filter.by_property("passage_id").contains_any(list(passage_ids))
+        if source is not None:
+            where = where & Filter.by_property("source").equal(source)
+        return self._delete_where(where, f"deleting {len(passage_ids)} passages")
+
+    def delete_source(self, source: str, *, keep: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """Delete every passage of ``source`` except the ids in ``keep``; returns what went."""
+        from weaviate.classes.query import Filter
+
+        if not self._exists():
+            return []
+        where = Filter.by_property("source").equal(source)
+        if keep:
+            where = where & Filter.by_property("passage_id").contains_none(list(keep))
+        return self._delete_where(where, f"deleting passages of {source}")
+
+    def _delete_where(self, where: _Filters, action: str) -> list[tuple[str, str]]:
+        from weaviate.classes.query import Filter
+
+        collection = self._collection()
+        gone: set[tuple[str, str]] = set()
+        with self._weaviate_errors(action):
+            first = where & Filter.by_property("chunk").equal(0)
+            while True:
+                # Learn the passages first: delete_many reports objects, not passages.
+                listed = collection.query.fetch_objects(
+                    filters=first, limit=_PAGE, return_properties=["passage_id", "source"]
+                ).objects
+                gone.update(
+                    (str(o.properties["source"]), str(o.properties["passage_id"])) for o in listed
+                )
+                result = collection.data.delete_many(where=where)
+                # One call deletes at most QUERY_MAXIMUM_RESULTS objects; repeat until none match.
+                if result.matches == 0 or (result.matches < _PAGE and len(listed) < _PAGE):
+                    break
+        return sorted(gone)
+
+    def sources(self) -> dict[str, int]:
+        """Every source in the collection with its number of passages."""
+        from weaviate.classes.aggregate import GroupByAggregate
+        from weaviate.classes.query import Filter
+
+        if not self._exists():
+            return {}
+        with self._weaviate_errors("listing sources"):
+            response = self._collection().aggregate.over_all(
+                filters=Filter.by_property("chunk").equal(0),
+                group_by=GroupByAggregate(prop="source", limit=_PAGE),
+                total_count=True,
+            )
+        return {str(g.grouped_by.value): int(g.total_count or 0) for g in response.groups}
+
+    # -- freshness ------------------------------------------------------------------------
+
+    def versions(
+        self, passage_ids: Sequence[str], *, source: str | None = None
+    ) -> dict[tuple[str, str], PassageVersion]:
+        """The stored edition of each passage: ``{(source, id): PassageVersion}``."""
+        from weaviate.classes.query import Filter
+
+        found: dict[tuple[str, str], PassageVersion] = {}
+        if not passage_ids or not self._exists():
+            return found
+        where = Filter.by_property("chunk").equal(0) & Filter.by_property(
+            "passage_id"
+        ).contains_any(list(passage_ids))
+        if source is not None:
+            where = where & Filter.by_property("source").equal(source)
+        with self._weaviate_errors("reading passage versions"):
+            response = self._collection().query.fetch_objects(
+                filters=where,
+                limit=_PAGE,
+                return_properties=["passage_id", "source", "version", "ingested_at"],
+            )
+        for obj in response.objects:
+            props = obj.properties
+            key = (str(props["source"]), str(props["passage_id"]))
+            found[key] = PassageVersion(
+                id=key[1],
+                source=key[0],
+                version=str(props.get("version") or ""),
+                ingested_at=_as_utc(props["ingested_at"]),
+            )
+        return found
+
+    def changed_since(
+        self, passage_ids: Sequence[str], since: datetime | float, *, source: str | None = None
+    ) -> dict[str, PassageVersion | None]:
+        """Which of these passages changed after ``since`` (a datetime or a Unix time).
+
+        A passage is in the result when a newer edition was written after ``since`` (the
+        value is that edition) or when it is no longer in the index (the value is None).
+        Passages written at or before ``since`` and still stored are absent: what was
+        learned from them then still holds. Re-ingesting an unchanged passage writes
+        nothing, so it never looks changed.
+
+        Example:
+            >>> store.changed_since(["Denver-0", "Denver-1"], trained_at)  # doctest: +SKIP
+            {'Denver-1': PassageVersion(id='Denver-1', source='squad', version='3f…', ingested_at=…)}
+        """
+        cutoff = _as_utc(since)
+        stored: dict[str, list[PassageVersion]] = {}
+        for version in self.versions(passage_ids, source=source).values():
+            stored.setdefault(version.id, []).append(version)
+        changed: dict[str, PassageVersion | None] = {}
+        for passage_id in dict.fromkeys(passage_ids):
+            editions = stored.get(passage_id)
+            if not editions:
+                changed[passage_id] = None
+                continue
+            newest = max(editions, key=lambda v: v.ingested_at)
+            if newest.ingested_at > cutoff:
+                changed[passage_id] = newest
+        return changed
 
     # -- search -------------------------------------------------------------------------
 
-    def hybrid_search(self, query: str, *, k: int = 3, alpha: float = 0.5) -> list[SearchHit]:
-        """The ``k`` best passages by fused BM25 and vector score.
+    def hybrid_search(
+        self,
+        query: str,
+        *,
+        k: int = 3,
+        alpha: float = 0.5,
+        source: str | Sequence[str] | None = None,
+        title: str | Sequence[str] | None = None,
+        rerank: bool | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` best passages by fused BM25 and vector score (see :meth:`search`)."""
+        return self.search(
+            query, k=k, mode="hybrid", alpha=alpha, source=source, title=title, rerank=rerank
+        )
 
-        ``alpha`` weights the two: 0 is pure BM25, 1 is pure vector search.
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 3,
+        mode: SearchMode = "hybrid",
+        alpha: float = 0.5,
+        source: str | Sequence[str] | None = None,
+        title: str | Sequence[str] | None = None,
+        rerank: bool | None = None,
+    ) -> list[SearchHit]:
+        """The ``k`` best passages for ``query``, at most one chunk per passage.
+
+        Args:
+            query: Natural-language query.
+            k: How many passages to return.
+            mode: ``"hybrid"`` (BM25 and vectors fused by relative score, weighted by
+                ``alpha``), ``"bm25"`` (keywords over title and text) or ``"vector"``
+                (cosine similarity of the embeddings).
+            alpha: Hybrid weight: 0 is pure BM25, 1 is pure vector search.
+            source: Only passages from this source (or any of these sources).
+            title: Only passages with exactly this title (or any of these titles).
+            rerank: Rerank the best candidates with the store's reranker; None uses the
+                store's default (on when it has a reranker).
+
+        Scores are comparable within one mode only: hybrid in [0, 1], BM25 unbounded,
+        vector the cosine similarity; a reranked list carries the reranker's score.
 
         Raises:
-            InputError: empty query, ``k < 1`` or ``alpha`` outside [0, 1].
+            InputError: empty query, ``k < 1``, an unknown mode or ``alpha`` outside [0, 1].
             RetrievalError: Weaviate is unreachable, the collection is missing, or the query failed.
         """
         if not query or not query.strip():
             raise InputError("the search query is empty")
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
+        if mode not in SEARCH_MODES:
+            raise InputError(f"search mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
         if not 0.0 <= alpha <= 1.0:
             raise InputError(
                 f"alpha must be between 0 (BM25 only) and 1 (vectors only), got {alpha}"
             )
-        from weaviate.classes.query import MetadataQuery
-
+        use_reranker = self.reranker is not None and (rerank if rerank is not None else self.rerank)
+        if rerank and self.reranker is None:
+            raise InputError("this store has no reranker; build it with reranker=…")
         client = self.connect()
         reason = self._not_ready_reason()
         if reason is not None:
             raise RetrievalError(reason)
-        vector = self.embedder.embed_query(query)
+        vector = self.embedder.embed_query(query) if mode != "bm25" else None
+        # Over-fetch: several chunks of one passage collapse into one hit, and the
+        # reranker needs a pool deeper than k to reorder.
+        pool = max(self.rerank_depth, k) if use_reranker else k
+        limit = pool + max(pool // 2, 5)
+        where = self._filters(source, title)
         with self._weaviate_errors(f"searching {self.collection_name}"):
             if not self._collection_ready:
                 if not client.collections.exists(self.collection_name):
@@ -601,16 +886,84 @@ class WeaviateStore:
                         "run `setpoint ingest` first"
                     )
                 self._collection_ready = True
-            response = self._collection().query.hybrid(
+            hits = self._query(query, vector, mode, alpha, limit, where)
+        best: dict[tuple[str, str], SearchHit] = {}
+        for hit in hits:
+            best.setdefault((hit.source, hit.id), hit)  # results come best first
+        ranked = list(best.values())[:pool]
+        if use_reranker:
+            assert self.reranker is not None
+            ranked = self.reranker.rerank(query, ranked)
+        return ranked[:k]
+
+    def _query(
+        self,
+        query: str,
+        vector: list[float] | None,
+        mode: SearchMode,
+        alpha: float,
+        limit: int,
+        where: _Filters | None,
+    ) -> list[SearchHit]:
+        from weaviate.classes.query import HybridFusion, MetadataQuery
+
+        collection = self._collection()
+        if mode == "vector":
+            response = collection.query.near_vector(
+                near_vector=vector,  # type: ignore[arg-type]
+                limit=limit,
+                filters=where,
+                return_metadata=MetadataQuery(distance=True),
+                return_properties=_PROPERTIES,
+            )
+            # Cosine distance is 1 - similarity; report the similarity (higher is better).
+            return [
+                self._hit(o.properties, 1.0 - (o.metadata.distance or 0.0)) for o in response.objects
+            ]
+        if mode == "bm25":
+            response = collection.query.bm25(
                 query=query,
-                vector=vector,
-                alpha=alpha,
-                limit=k,
+                limit=limit,
                 query_properties=["title", "text"],
+                filters=where,
                 return_metadata=MetadataQuery(score=True),
                 return_properties=_PROPERTIES,
             )
-        return [self._hit(obj.properties, obj.metadata.score or 0.0) for obj in response.objects]
+        else:
+            response = collection.query.hybrid(
+                query=query,
+                vector=vector,
+                alpha=alpha,
+                limit=limit,
+                fusion_type=HybridFusion.RELATIVE_SCORE,
+                query_properties=["title", "text"],
+                filters=where,
+                return_metadata=MetadataQuery(score=True),
+                return_properties=_PROPERTIES,
+            )
+        return [self._hit(o.properties, o.metadata.score or 0.0) for o in response.objects]
+
+    @staticmethod
+    def _filters(
+        source: str | Sequence[str] | None, title: str | Sequence[str] | None
+    ) -> _Filters | None:
+        from weaviate.classes.query import Filter
+
+        parts = []
+        for prop, value in (("source", source), ("title_key", title)):
+            if value is None:
+                continue
+            values = [value] if isinstance(value, str) else list(value)
+            if not values:
+                raise InputError(f"the {prop.removesuffix('_key')} filter is an empty list")
+            parts.append(
+                Filter.by_property(prop).equal(values[0])
+                if len(values) == 1
+                else Filter.by_property(prop).contains_any(values)
+            )
+        if not parts:
+            return None
+        return Filter.all_of(parts) if len(parts) > 1 else parts[0]
 
     def __repr__(self) -> str:
         return f"WeaviateStore({self.url}, collection={self.collection_name})"

@@ -288,6 +288,32 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """`langgraph dev` over the installed graph, from any folder (writes its own langgraph.json)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import setpoint.graphs.graph as graph_module
+    from setpoint.errors import ConfigError
+
+    langgraph = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
+    if langgraph is None:
+        raise ConfigError("langgraph-cli is not installed; run `pip install 'langgraph-cli[inmem]'`")
+    with tempfile.TemporaryDirectory(prefix="setpoint-serve-") as tmp:
+        config = Path(tmp) / "langgraph.json"
+        config.write_text(
+            json.dumps({"dependencies": ["."], "graphs": {"setpoint": f"{graph_module.__file__}:graph"}}),
+            encoding="utf-8",
+        )
+        env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
+        cmd = [langgraph, "dev", "--config", str(config), "--port", str(args.port), "--host", args.host, "--no-reload"]
+        if not args.browser:
+            cmd.append("--no-browser")
+        print(f"serving the setpoint graph on http://{args.host}:{args.port} (Ctrl-C stops it)")
+        return subprocess.call(cmd, env=env, cwd=tmp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="setpoint",
@@ -376,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seed of the title split and the stream order")
         p.add_argument("--out", help="output folder (default: <cache>/eval or <cache>/calibration)")
         p.add_argument("--collection", default="SetpointEval", help="Weaviate collection for the evaluation index")
+
+    serve = sub.add_parser("serve", help="serve the graph on the LangGraph API (langgraph dev) for Studio and SDK clients")
+    serve.add_argument("--port", type=int, default=2024)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--browser", action="store_true", help="open LangGraph Studio in a browser")
+    serve.set_defaults(func=_cmd_serve)
 
     trace = sub.add_parser("trace", help="print runs from a span file as trees with entropy sparklines")
     trace.add_argument("file", nargs="?", help="JSON-lines span file (default: SETPOINT_TRACE_FILE or the cache dir)")

@@ -1,0 +1,438 @@
+"""Writing passages into the store: change detection, batched writes with retries, folder sync."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from setpoint.adapters.chunking import ChunkPolicy, chunk_text
+from setpoint.errors import IngestError, InputError, RetrievalError
+
+if TYPE_CHECKING:
+    from weaviate.collections import Collection
+
+    from setpoint.adapters.corpus import PassageRecord
+    from setpoint.adapters.store import WeaviateStore
+
+__all__ = ["IngestReport", "ingest_path", "passage_version", "write_passages"]
+
+# Per-object errors worth another try: the server was busy, not the object wrong.
+_TRANSIENT = (
+    "timeout",
+    "deadline",
+    "unavailable",
+    "temporar",
+    "try again",
+    "too many",
+    "resource exhausted",
+    "connection reset",
+    "context canceled",
+)
+_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest run did: every passage is counted once, nothing fails silently.
+
+    ``added`` are passages new to the index, ``updated`` ones whose content (or chunking
+    or embedder) changed, ``unchanged`` ones already stored as they are (no write at all).
+    ``deleted`` lists ``(source, id)`` of passages removed (by ``--delete`` or a sync).
+    ``failed`` holds ``(passage id, reason)`` for passages not written; ``skipped_lines``
+    holds ``(line number, reason)`` for lines of a JSONL file that were unusable. A
+    folder ingest keeps one report per file in ``parts`` and sums them.
+
+    Example:
+        >>> report = IngestReport(added=48, failed=[("p7", "vector length 5, expected 384")])
+        >>> report.added + len(report.failed)
+        49
+    """
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped_lines: list[tuple[int, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    #: Chunks embedded and written (an updated passage rewrites all of its chunks).
+    chunks_written: int = 0
+    #: Time spent in the embedder, part of ``seconds``.
+    embed_seconds: float = 0.0
+    source: str = ""
+    parts: list[IngestReport] = field(default_factory=list)
+
+    @property
+    def passages(self) -> int:
+        """Passages this run looked at (written, unchanged or failed)."""
+        return self.added + self.updated + self.unchanged + len(self.failed)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and no line was skipped, in this report or its parts."""
+        return not self.failed and not self.skipped_lines and all(p.ok for p in self.parts)
+
+    def absorb(self, part: IngestReport) -> None:
+        """Add ``part``'s counts to this report and keep it in ``parts``."""
+        self.added += part.added
+        self.updated += part.updated
+        self.unchanged += part.unchanged
+        self.deleted += part.deleted
+        self.chunks_written += part.chunks_written
+        self.embed_seconds += part.embed_seconds
+        self.parts.append(part)
+
+    def summary(self) -> str:
+        """One line: added, updated, unchanged, deleted, failed, time and rate."""
+        failed = len(self.failed) + sum(len(p.failed) for p in self.parts)
+        rate = self.passages_per_second()
+        return (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{len(self.deleted)} deleted, {failed} failed in {self.seconds:.1f} s ({rate:.0f} passages/s)"
+        )
+
+    def passages_per_second(self) -> float:
+        total = self.passages + sum(len(p.failed) for p in self.parts)
+        return total / self.seconds if self.seconds > 0 else 0.0
+
+
+def passage_version(record: PassageRecord, policy: ChunkPolicy, embedder_name: str) -> str:
+    """Content hash of a passage as it would be stored: same inputs, same version.
+
+    The chunking policy and the embedder are part of it: changing either changes every
+    stored chunk, so every passage must be written again.
+    """
+    payload = json.dumps(
+        [record.title, record.text, record.metadata, policy.key, embedder_name],
+        sort_keys=True,
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:20]
+
+
+def _embedder_name(embedder: Any) -> str:
+    model_dir = getattr(embedder, "model_dir", None)
+    return Path(model_dir).name if model_dir is not None else type(embedder).__name__
+
+
+def _embedding_text(title: str, chunk: str) -> str:
+    # The title disambiguates short chunks ("He was born in 1879." needs "Einstein").
+    return f"{title}\n{chunk}" if title else chunk
+
+
+def _groups(items: Iterable[PassageRecord], size: int) -> Iterator[list[PassageRecord]]:
+    it = iter(items)
+    while group := list(islice(it, size)):
+        yield group
+
+
+@contextlib.contextmanager
+def _quiet_client_log() -> Iterator[None]:
+    """weaviate-client logs every failed object at ERROR; we report them ourselves, once."""
+    log = logging.getLogger("weaviate-client")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _short(exc: BaseException | str) -> str:
+    from setpoint.adapters.store import _short as short
+
+    return short(exc)
+
+
+@dataclass
+class _Planned:
+    record: PassageRecord
+    version: str
+    chunks: list[str]
+    existed: bool
+    surplus: list[int]  # stored chunk numbers the new edition no longer has
+
+
+class _Writer:
+    """Writes the objects of one batch with Weaviate's gRPC batch endpoint, retrying what may pass."""
+
+    def __init__(self, store: WeaviateStore, collection: Collection[Any, Any]) -> None:
+        self.store = store
+        self.collection = collection
+
+    def write(self, objects: list[Any]) -> dict[int, str]:
+        """Insert ``objects``; returns ``{index: reason}`` for the ones that stayed refused."""
+        errors: dict[int, str] = {}
+        pending = list(range(len(objects)))
+        for attempt in range(len(_RETRY_DELAYS_S) + 1):
+            refused = self._send([objects[i] for i in pending])
+            now_failed = {pending[j]: reason for j, reason in refused.items()}
+            for index in pending:
+                errors.pop(index, None)
+            errors.update(now_failed)
+            pending = sorted(i for i, r in now_failed.items() if _is_transient(r))
+            if not pending or attempt == len(_RETRY_DELAYS_S):
+                break
+            time.sleep(_RETRY_DELAYS_S[attempt])
+        return errors
+
+    def _send(self, objects: list[Any]) -> dict[int, str]:
+        from weaviate.exceptions import WeaviateBaseError, WeaviateInsertManyAllFailedError
+
+        try:
+            with _quiet_client_log():
+                result = self.collection.data.insert_many(objects)
+            return {index: _short(error.message) for index, error in result.errors.items()}
+        except WeaviateInsertManyAllFailedError as exc:
+            if len(objects) == 1:
+                return {0: _reason_of_all_failed(exc)}
+            # Every object failed, for reasons the exception lumps together: ask one by one.
+            return {
+                index: reason
+                for index, obj in enumerate(objects)
+                for reason in self._send([obj]).values()
+            }
+        except WeaviateBaseError as exc:
+            # The request itself failed. If the server is gone, stop: retrying cannot help.
+            down = self.store._not_ready_reason()
+            if down is not None:
+                raise IngestError(
+                    f"{down}; passages written before this point are stored, "
+                    "run the same ingest again to finish"
+                ) from exc
+            reason = _short(exc)
+            return dict.fromkeys(range(len(objects)), reason)
+
+
+def _reason_of_all_failed(exc: BaseException) -> str:
+    text = str(exc)
+    # "Every object failed during insertion. Here is the set of all errors: <reason>"
+    marker = "Here is the set of all errors:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    return _short(text)
+
+
+def _is_transient(reason: str) -> bool:
+    lowered = reason.lower()
+    return any(word in lowered for word in _TRANSIENT)
+
+
+def write_passages(
+    store: WeaviateStore,
+    records: Iterable[PassageRecord],
+    *,
+    source: str,
+    batch_size: int = 64,
+    progress: bool = True,
+    chunking: ChunkPolicy | None = None,
+    prune: bool = False,
+) -> IngestReport:
+    """The body of :meth:`WeaviateStore.ingest` (see there)."""
+    from tqdm.auto import tqdm
+
+    if not source.strip():
+        raise InputError("ingest needs a non-empty source name (it keys the passage ids)")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    policy = chunking or ChunkPolicy()
+    started = time.perf_counter()
+    try:
+        store.ensure_collection()
+    except RetrievalError as exc:
+        raise IngestError(str(exc)) from exc
+    reason = store._not_ready_reason()
+    if reason is not None:
+        raise IngestError(reason)
+    collection = store._collection()
+    writer = _Writer(store, collection)
+    embedder_name = _embedder_name(store.embedder)
+    report = IngestReport(source=source)
+    seen: set[str] = set()
+    total = len(records) if hasattr(records, "__len__") else None
+    bar = tqdm(
+        total=total,
+        unit=" passages",
+        desc=f"ingest {source}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        for group in _groups(records, batch_size):
+            planned = _plan(store, group, source, policy, embedder_name, seen, report)
+            if planned:
+                _write_batch(store, writer, planned, source, report)
+            bar.update(len(group))
+            bar.set_postfix_str(
+                f"added {report.added} updated {report.updated} unchanged {report.unchanged}",
+                refresh=False,
+            )
+    except RetrievalError as exc:
+        raise IngestError(str(exc)) from exc
+    finally:
+        bar.close()
+    if prune:
+        try:
+            report.deleted += store.delete_source(source, keep=sorted(seen))
+        except RetrievalError as exc:
+            raise IngestError(str(exc)) from exc
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(
+    store: WeaviateStore,
+    group: list[PassageRecord],
+    source: str,
+    policy: ChunkPolicy,
+    embedder_name: str,
+    seen: set[str],
+    report: IngestReport,
+) -> list[_Planned]:
+    """Which passages of ``group`` need writing; counts the unchanged and the invalid."""
+    valid: list[PassageRecord] = []
+    for record in group:
+        if not record.id or not record.text.strip():
+            report.failed.append((record.id, "empty id or text"))
+        elif record.id in seen:
+            report.failed.append((record.id, "duplicate id in this ingest; kept the first"))
+        else:
+            seen.add(record.id)
+            valid.append(record)
+    stored = store._stored_versions(source, [r.id for r in valid])
+    planned: list[_Planned] = []
+    for record in valid:
+        version = passage_version(record, policy, embedder_name)
+        chunks = chunk_text(record.text, policy)
+        old = stored.get(record.id, {})
+        # Unchanged means every chunk of this edition is there and nothing else: a run
+        # killed half-way through a passage leaves it incomplete, so it is written again.
+        if set(old) == set(range(len(chunks))) and all(v == version for v in old.values()):
+            report.unchanged += 1
+            continue
+        surplus = sorted(n for n in old if n >= len(chunks))
+        planned.append(_Planned(record, version, chunks, bool(old), surplus))
+    return planned
+
+
+def _write_batch(
+    store: WeaviateStore,
+    writer: _Writer,
+    planned: list[_Planned],
+    source: str,
+    report: IngestReport,
+) -> None:
+    from weaviate.classes.data import DataObject
+    from weaviate.classes.query import Filter
+
+    from setpoint.adapters.store import chunk_uuid
+
+    texts = [_embedding_text(p.record.title, c) for p in planned for c in p.chunks]
+    embed_started = time.perf_counter()
+    vectors = store.embedder.embed_documents(texts)
+    report.embed_seconds += time.perf_counter() - embed_started
+    now = datetime.now(UTC)
+    objects: list[Any] = []
+    owner: list[int] = []  # objects[i] belongs to planned[owner[i]]
+    vector_iter = iter(vectors)
+    for n, plan in enumerate(planned):
+        record = plan.record
+        metadata = json.dumps(record.metadata, ensure_ascii=False, default=str) if record.metadata else ""
+        for number, chunk in enumerate(plan.chunks):
+            objects.append(
+                DataObject(
+                    properties={
+                        "passage_id": record.id,
+                        "chunk": number,
+                        "title": record.title,
+                        "title_key": record.title,
+                        "text": chunk,
+                        "source": source,
+                        "version": plan.version,
+                        "ingested_at": now,
+                        "metadata": metadata,
+                    },
+                    uuid=chunk_uuid(source, record.id, number),
+                    vector=next(vector_iter),
+                )
+            )
+            owner.append(n)
+    errors = writer.write(objects)
+    reasons: dict[int, str] = {}
+    for index, reason in errors.items():
+        reasons.setdefault(owner[index], reason)
+    surplus: list[str] = []
+    for n, plan in enumerate(planned):
+        if n in reasons:
+            report.failed.append((plan.record.id, reasons[n]))
+            continue
+        if plan.existed:
+            report.updated += 1
+        else:
+            report.added += 1
+        report.chunks_written += len(plan.chunks)
+        surplus += [chunk_uuid(source, plan.record.id, c) for c in plan.surplus]
+    if surplus:
+        # Only after the new edition is written: a passage is never missing in between.
+        with store._weaviate_errors(f"removing {len(surplus)} surplus chunks"):
+            store._collection().data.delete_many(where=Filter.by_id().contains_any(surplus))
+
+
+def ingest_path(
+    store: WeaviateStore,
+    path: Path,
+    *,
+    sync: bool = False,
+    progress: bool = True,
+    chunking: ChunkPolicy | None = None,
+    batch_size: int = 64,
+) -> IngestReport:
+    """Ingest a passage file (JSONL, Markdown, text) or every such file in a folder.
+
+    A file's source is its name; a folder's files are ``<folder>/<path inside>``. With
+    ``sync`` (folders only) the index is made to mirror the folder: passages gone from a
+    file are deleted, and so are all passages of files that are gone.
+
+    Raises:
+        IngestError: unreadable path, unknown file type, or Weaviate unreachable.
+        InputError: ``sync`` on a single file.
+    """
+    from setpoint.adapters.corpus import find_passage_files, read_passages
+
+    path = Path(path)
+    started = time.perf_counter()
+    options: dict[str, Any] = {"progress": progress, "chunking": chunking, "batch_size": batch_size}
+    if not path.is_dir():
+        if sync:
+            raise InputError(f"--sync needs a folder, and {path} is not one")
+        records, bad_lines = read_passages(path)
+        report = store.ingest(records, source=path.name, **options)
+        report.skipped_lines.extend(bad_lines)
+        return report
+    files = find_passage_files(path)
+    total = IngestReport(source=f"{path.resolve().name}/")
+    for found in files:
+        records, bad_lines = read_passages(found.path)
+        part = store.ingest(records, source=found.source, prune=sync, **options)
+        part.skipped_lines.extend(bad_lines)
+        total.absorb(part)
+    if sync:
+        present = {f.source for f in files}
+        try:
+            for source in store.sources():
+                if source.startswith(total.source) and source not in present:
+                    total.deleted += store.delete_source(source)
+        except RetrievalError as exc:
+            raise IngestError(str(exc)) from exc
+    total.seconds = time.perf_counter() - started
+    return total
