@@ -48,7 +48,8 @@ class SetpointChatModel(BaseChatModel):
 
     def _prompt(self, messages: list[BaseMessage]) -> list[int]:
         chat = [{"role": _ROLES.get(m.type, "user"), "content": m.text} for m in messages]
-        return self.generator.chat_ids(chat)
+        ids: list[int] = self.generator.chat_ids(chat)
+        return ids
 
     def _tokens(self, messages: list[BaseMessage], stop: list[str] | None) -> Iterator[tuple[str, dict[str, Any], int]]:
         """(text piece, signals, prompt length) per token; honours ``stop`` strings."""

@@ -233,3 +233,16 @@ def answer_question(
         quote=locate_quote(text, passages) if passages else None,
         stopped=stopped,
     )
+
+
+def reader_uncertainty(tokens: Sequence[GeneratedToken]) -> float:
+    """How unsure the reader was of its answer: ``-ln p(answer, stop)``, the answer's total surprisal.
+
+    Summed over the answer tokens and the stop token (the model must also be sure the
+    answer has ended). Infinite when nothing was generated. Selective answering escalates
+    when this is above the reader setpoint; BENCHMARKS.md ("Reader adapter") compares it with
+    the other candidate signals.
+    """
+    if not tokens:
+        return float("inf")
+    return -sum(t.logprob for t in tokens)

@@ -246,8 +246,10 @@ def write_passages(
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     policy = chunking or ChunkPolicy()
-    started = time.perf_counter()
     try:
+        # Connecting may start the embedded server: seconds count the ingest, not that.
+        store.connect()
+        started = time.perf_counter()
         store.ensure_collection()
     except RetrievalError as exc:
         raise IngestError(str(exc)) from exc

@@ -6,7 +6,6 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from setpoint.errors import ConfigError
@@ -15,55 +14,11 @@ __all__ = ["Bm25Index", "words"]
 
 _WORD = re.compile(r"\w+")
 # Function words carry no topic; dropping them keeps "the" from ranking every passage.
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "he",
-        "her",
-        "his",
-        "how",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "she",
-        "that",
-        "the",
-        "their",
-        "them",
-        "they",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "whom",
-        "why",
-        "with",
-    ]
+_STOP_WORDS = (
+    "a an and are as at be by did do does for from had has have he her his how in is it its "
+    "of on or she that the their them they this to was were what when where which who whom why with"
 )
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 def words(text: str) -> list[str]:
@@ -74,13 +29,6 @@ def words(text: str) -> list[str]:
         ['won', 'super', 'bowl', '50']
     """
     return [w for w in _WORD.findall(text.lower()) if w not in _STOP]
-
-
-@dataclass(frozen=True)
-class _Doc:
-    passage: Any
-    terms: Counter[str]
-    length: int
 
 
 class Bm25Index:
@@ -100,33 +48,39 @@ class Bm25Index:
         if k1 < 0 or not 0 <= b <= 1:
             raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.k1, self.b = k1, b
-        self._docs = []
-        for p in passages:
+        self._passages: list[Any] = []
+        lengths: list[int] = []
+        # Inverted index: term -> [(passage index, term frequency)]; a query touches only
+        # the passages that share a term with it.
+        self._postings: dict[str, list[tuple[int, int]]] = {}
+        for i, p in enumerate(passages):
             tokens = words(f"{p.title.replace('_', ' ')} {p.text}")
-            self._docs.append(_Doc(p, Counter(tokens), len(tokens)))
-        if not self._docs:
+            self._passages.append(p)
+            lengths.append(len(tokens))
+            for term, tf in Counter(tokens).items():
+                self._postings.setdefault(term, []).append((i, tf))
+        if not self._passages:
             raise ConfigError("a BM25 index needs at least one passage")
-        self._avg_len = sum(d.length for d in self._docs) / len(self._docs)
-        df: Counter[str] = Counter()
-        for d in self._docs:
-            df.update(d.terms.keys())
-        n = len(self._docs)
-        self._idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+        avg = sum(lengths) / len(lengths)
+        self._norm = [k1 * (1 - b + b * n / avg) for n in lengths]
+        n = len(self._passages)
+        self._idf = {
+            t: math.log(1 + (n - len(post) + 0.5) / (len(post) + 0.5))
+            for t, post in self._postings.items()
+        }
 
     def __len__(self) -> int:
-        return len(self._docs)
+        return len(self._passages)
 
     def scores(self, query: str) -> list[float]:
-        terms = [t for t in words(query) if t in self._idf]
-        out = []
-        for d in self._docs:
-            norm = self.k1 * (1 - self.b + self.b * d.length / self._avg_len)
-            score = 0.0
-            for t in terms:
-                tf = d.terms.get(t, 0)
-                if tf:
-                    score += self._idf[t] * tf * (self.k1 + 1) / (tf + norm)
-            out.append(score)
+        """BM25 score of every passage for ``query`` (0 for passages sharing no term)."""
+        out = [0.0] * len(self._passages)
+        for term in words(query):
+            idf = self._idf.get(term)
+            if idf is None:
+                continue
+            for i, tf in self._postings[term]:
+                out[i] += idf * tf * (self.k1 + 1) / (tf + self._norm[i])
         return out
 
     def search(self, query: str, *, k: int = 3, exclude: Sequence[str] = ()) -> list[Any]:
@@ -134,7 +88,6 @@ class Bm25Index:
         skip = set(exclude)
         scores = self.scores(query)
         ranked = sorted(
-            (i for i, d in enumerate(self._docs) if d.passage.id not in skip),
-            key=lambda i: -scores[i],
+            (i for i, p in enumerate(self._passages) if p.id not in skip), key=lambda i: -scores[i]
         )
-        return [self._docs[i].passage for i in ranked[:k]]
+        return [self._passages[i] for i in ranked[:k]]

@@ -122,7 +122,7 @@ def convert_generator(settings: Settings, report: Report = print) -> Path:
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))

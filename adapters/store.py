@@ -164,6 +164,10 @@ class WeaviateStore:
         reranker: Reorders the best ``rerank_depth`` candidates of a search.
         rerank: Whether searches rerank by default (when there is a reranker).
         rerank_depth: How many candidates the reranker sees.
+        replication_factor: Copies of every object a collection this store creates keeps
+            (on a multi-node cluster; 1 on a single node).
+        consistency_level: ``ONE``, ``QUORUM`` or ``ALL`` replicas that must answer each
+            read and acknowledge each write; None leaves Weaviate's default (QUORUM).
 
     Example:
         >>> with WeaviateStore.from_settings(Settings.from_env()) as store:  # doctest: +SKIP
@@ -186,6 +190,8 @@ class WeaviateStore:
         reranker: Reranker | None = None,
         rerank: bool = True,
         rerank_depth: int = 30,
+        replication_factor: int = 1,
+        consistency_level: str | None = None,
     ) -> None:
         if (url is None) == (server is None):
             raise ConfigError("WeaviateStore needs exactly one of url= or server=")
@@ -197,6 +203,8 @@ class WeaviateStore:
         self.reranker = reranker
         self.rerank = rerank
         self.rerank_depth = rerank_depth
+        self.replication_factor = replication_factor
+        self.consistency_level = consistency_level
         self.server = server
         self.api_key = api_key
         self.timeout_s = timeout_s
@@ -224,6 +232,8 @@ class WeaviateStore:
             "collection": settings.collection,
             "embedder": embedder,
             "timeout_s": settings.weaviate_timeout_s,
+            "replication_factor": settings.replication_factor,
+            "consistency_level": settings.consistency_level,
         }
         if settings.weaviate_url:
             return cls(
@@ -451,7 +461,12 @@ class WeaviateStore:
     # -- collection ---------------------------------------------------------------------
 
     def _collection(self) -> Collection[Any, Any]:
-        return self.connect().collections.use(self.collection_name)
+        collection = self.connect().collections.use(self.collection_name)
+        if self.consistency_level is None:
+            return collection
+        from weaviate.classes.config import ConsistencyLevel
+
+        return collection.with_consistency_level(ConsistencyLevel(self.consistency_level))
 
     def ensure_collection(self) -> None:
         """Create the collection if it does not exist (vectors are ours; BM25 on title and text).
@@ -487,6 +502,9 @@ class WeaviateStore:
                     description="setpoint passages, one object per chunk",
                     vector_config=Configure.Vectors.self_provided(),
                     inverted_index_config=Configure.inverted_index(bm25_b=0.75, bm25_k1=1.2),
+                    replication_config=Configure.replication(factor=self.replication_factor)
+                    if self.replication_factor > 1
+                    else None,
                     properties=[
                         keyword("passage_id"),
                         Property(name="chunk", data_type=DataType.INT),

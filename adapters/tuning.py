@@ -177,25 +177,30 @@ def reader_groups(
     for q in dataset.in_titles(titles):
         if q.target and q.target in dataset.passages[q.passage_id].text:
             by_passage[q.passage_id].append(q)
-    groups: list[TrainingGroup] = []
+    chunks: list[tuple[QARecord, ...]] = []
     for pid in sorted(by_passage):
         questions = by_passage[pid]
         rng.shuffle(questions)
-        gold = dataset.passages[pid]
-        for start in range(0, len(questions), config.group_size):
-            chunk = tuple(questions[start : start + config.group_size])
-            context: list[Passage] = [gold]
-            if (
-                config.distractors
-                and retriever is not None
-                and rng.random() >= config.gold_only_fraction
-            ):
-                query = " ".join(q.question for q in chunk)
-                context = list(retriever.search(query, k=config.distractors, exclude=[pid]))
-                context.insert(rng.randrange(len(context) + 1), gold)
-            groups.append(TrainingGroup(tuple(context), chunk))
-    rng.shuffle(groups)
-    return _cap_examples(groups, config.max_examples)
+        chunks.extend(
+            tuple(questions[i : i + config.group_size])
+            for i in range(0, len(questions), config.group_size)
+        )
+    rng.shuffle(chunks)
+    groups: list[TrainingGroup] = []
+    # Distractors are retrieved only for the groups kept under max_examples.
+    for group in _cap_examples([TrainingGroup((), c) for c in chunks], config.max_examples):
+        gold = dataset.passages[group.items[0].passage_id]
+        context: list[Passage] = [gold]
+        if (
+            config.distractors
+            and retriever is not None
+            and rng.random() >= config.gold_only_fraction
+        ):
+            query = " ".join(q.question for q in group.items)
+            context = list(retriever.search(query, k=config.distractors, exclude=[gold.id]))
+            context.insert(rng.randrange(len(context) + 1), gold)
+        groups.append(TrainingGroup(tuple(context), group.items))
+    return groups
 
 
 def knowledge_groups(
@@ -397,18 +402,13 @@ def train_lora(
     import torch
     from tqdm.auto import tqdm
 
-    encoded = [
-        seqs
-        for g in groups
-        if (seqs := encode_group(generator, g, max_context_tokens=config.max_context_tokens))
-    ]
-    if not encoded:
-        raise ConfigError("no training examples left (empty data, or every context too long)")
+    if not groups:
+        raise ConfigError("no training examples (empty data, or no title left for training)")
     model = lora_model(generator, config)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    total = len(encoded) * config.epochs
+    total = len(groups) * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
     warmup = min(config.warmup_steps, max(total - 1, 0))
@@ -422,6 +422,8 @@ def train_lora(
     pad = generator.tokenizer.pad_token_id
     pad_id = int(pad) if isinstance(pad, int) else 0
     order_rng = random.Random(config.seed + 1)
+    # Encoded on first use: a short run (max_steps) should not tokenise the whole data set.
+    encoded: dict[int, list[tuple[list[int], list[int]]]] = {}
     report = TrainingReport()
     causal_lm = model.get_base_model()
     bar = tqdm(
@@ -435,7 +437,7 @@ def train_lora(
     smoothed: float | None = None
     try:
         for _epoch in range(config.epochs):
-            order = list(range(len(encoded)))
+            order = list(range(len(groups)))
             order_rng.shuffle(order)
             for index in order:
                 if report.steps >= total:
@@ -443,6 +445,12 @@ def train_lora(
                 if max_seconds is not None and time.perf_counter() - started > max_seconds:
                     report.stopped_early = f"time budget of {max_seconds:g} s reached"
                     break
+                if index not in encoded:
+                    encoded[index] = encode_group(
+                        generator, groups[index], max_context_tokens=config.max_context_tokens
+                    )
+                if not encoded[index]:
+                    continue  # even the gold passage alone is longer than max_context_tokens
                 loss, tokens, answer_tokens = group_loss(causal_lm, encoded[index], pad_id)
                 if not torch.isfinite(loss):
                     raise ModelError(

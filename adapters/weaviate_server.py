@@ -195,9 +195,16 @@ def _port_is_free(port: int, *, udp: bool = False) -> bool:
     return True
 
 
-def _pick_ports(http_port: int | None, grpc_port: int | None) -> ServerPorts:
-    """Distinct free ports; the sockets stay bound until all are chosen so none repeats."""
-    held: list[socket.socket] = []
+def _pick_ports(
+    http_port: int | None, grpc_port: int | None, held: list[socket.socket] | None = None
+) -> ServerPorts:
+    """Distinct free ports; the sockets stay bound until all are chosen so none repeats.
+
+    A caller that picks for several servers passes its own ``held`` list and closes those
+    sockets itself once every server's ports are chosen, so no two servers share one.
+    """
+    owned = held is None
+    held = [] if held is None else held
 
     def grab(port: int = 0) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -241,8 +248,9 @@ def _pick_ports(http_port: int | None, grpc_port: int | None) -> ServerPorts:
             raise RetrievalError("could not find two adjacent free ports for Weaviate's Raft")
         profiling = grab()
     finally:
-        for sock in held:
-            sock.close()
+        if owned:
+            for sock in held:
+                sock.close()
     return ServerPorts(
         http=chosen["http"],
         grpc=chosen["grpc"],
@@ -399,7 +407,7 @@ class WeaviateServer:
             with open(self.data_dir / _LOCK_FILE, "a+b") as lock_file:
                 fcntl.flock(lock_file, fcntl.LOCK_EX)
                 self._clear_previous_owner()
-                self._ports = _pick_ports(self._wanted_http, self._wanted_grpc)
+                self._ports = self._choose_ports()
                 self._spawn()
                 self._write_pidfile()
         except OSError as exc:
@@ -410,6 +418,10 @@ class WeaviateServer:
             ) from None
         self._wait_ready(started)
         self.startup_seconds = time.monotonic() - started
+
+    def _choose_ports(self) -> ServerPorts:
+        """Ports for this start (a cluster node overrides this to keep its peers' view of it)."""
+        return _pick_ports(self._wanted_http, self._wanted_grpc)
 
     def _clear_previous_owner(self) -> None:
         """Refuse a directory a live process serves; stop a server whose owner is gone."""

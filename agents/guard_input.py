@@ -35,6 +35,7 @@ PER_QUESTION_RESET: dict[str, Any] = {
     "status": "answered",
     "draft_answer": "",
     "decision": {},
+    "review": {},
 }
 
 
@@ -83,11 +84,14 @@ def make_guard_input(res: Resources) -> Any:
             question = validate_question(
                 question_from_state(state), res.settings.max_question_chars
             )
-            verdict = res.policy(runtime.context.policy_file).check_question(question)
+            policy = res.policy(runtime.context.policy_file)
+            # The embedder is needed only for topics with examples; keyword-only policies stay model-free.
+            embedder = res.embedder() if policy.topics.semantic else None
+            verdict = policy.check_question(question, embedder)
             update: dict[str, Any] = {
                 **PER_QUESTION_RESET,
                 "question": question,
-                "verdicts": [verdict.to_dict()],
+                "verdicts": [{**verdict.to_dict(), "target": "question"}],
             }
             if not state.get("messages") or state.get("question"):
                 update["messages"] = [HumanMessage(question)]

@@ -10,14 +10,16 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from setpoint.errors import SetpointError
 from setpoint.settings import Settings
 from setpoint.tracing import tracer_from
 
 if TYPE_CHECKING:
+    from langchain_core.embeddings import Embeddings
     from langchain_core.tools import BaseTool
     from opentelemetry.trace import Tracer, TracerProvider
 
@@ -29,8 +31,20 @@ if TYPE_CHECKING:
 __all__ = ["Resources", "RunContext"]
 
 
+@lru_cache(maxsize=4)
+def _shared_embedder(embedder_dir: Path | None, cache_dir: Path) -> Embeddings:
+    # Keyed by the settings that choose the model: tests build many Resources per process and
+    # must not load all-MiniLM-L6-v2 once each.
+    from setpoint.adapters.embedder import Embedder
+
+    return Embedder.from_settings(Settings(cache_dir=cache_dir, embedder_dir=embedder_dir))
+
+
 class RunContext(Protocol):
     """The run-time settings nodes read (``setpoint.graphs.context.Context`` satisfies it)."""
+
+    # LangGraph's Runtime[...] accepts dataclass-like contexts; Context is a dataclass.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     top_k: int
     alpha: float
@@ -39,6 +53,8 @@ class RunContext(Protocol):
     policy_file: str | None
     trigger: str
     probe_path: str | None
+    review: bool
+    escalate_after_budget: bool
 
     def thresholds(self) -> Thresholds: ...
 
@@ -92,6 +108,14 @@ class Resources:
                     self.settings, Embedder.from_settings(self.settings)
                 )
             return self._store
+
+    def embedder(self) -> Embeddings:
+        """Sentence embeddings for the policy checks: the store's own embedder when it has one
+        (one model in memory), otherwise the configured one, loaded once per process."""
+        store_embedder = getattr(self.store(), "embedder", None)
+        if store_embedder is not None:
+            return store_embedder  # type: ignore[no-any-return]
+        return _shared_embedder(self.settings.embedder_dir, self.settings.cache_dir)
 
     def search_tool(self) -> BaseTool:
         with self._lock:

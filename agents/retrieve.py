@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.runtime import Runtime
@@ -12,7 +12,50 @@ from setpoint.agents.resources import Resources, RunContext
 from setpoint.errors import RetrievalError
 from setpoint.tracing import ATTR, node_span, set_attributes
 
-__all__ = ["make_retrieve"]
+if TYPE_CHECKING:
+    from setpoint.tools.policy import Policy
+
+__all__ = ["make_retrieve", "screen_passages"]
+
+
+def screen_passages(
+    policy: Policy, hits: list[dict[str, Any]], verdicts: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split hits into kept and dropped by the policy's passage checks; failed verdicts are appended.
+
+    Returns ``(kept, dropped, verdicts)``; each dropped record has the passage id, reason code,
+    check, matched text and detector score.
+    """
+    kept: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    verdicts = list(verdicts)
+    for hit in hits:
+        verdict = policy.check_passage(hit["text"])
+        if verdict.allowed:
+            kept.append(dict(hit))
+            continue
+        dropped.append(
+            {
+                "id": hit["id"],
+                "reason": verdict.reason,
+                "check": verdict.check,
+                "matched": verdict.matched,
+                "score": verdict.score,
+            }
+        )
+        verdicts.append({**verdict.to_dict(), "target": "passage", "passage_id": hit["id"]})
+    return kept, dropped, verdicts
+
+
+def _screened_content(kept: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> str:
+    blocks = [
+        f"[{n}] {p.get('title') or p['id']} (id {p['id']})\n{p['text']}"
+        for n, p in enumerate(kept, start=1)
+    ]
+    blocks.append(
+        "Withheld by the prompt-injection screen: " + ", ".join(str(d["id"]) for d in dropped)
+    )
+    return "\n\n".join(blocks)
 
 
 def make_retrieve(res: Resources) -> Any:
@@ -55,19 +98,20 @@ def make_retrieve(res: Resources) -> Any:
                     "route": "answer",
                     "reason": f"retrieval unavailable ({exc}); answered from the weights",
                 }
-            policy = res.policy(ctx.policy_file)
-            kept: list[dict[str, Any]] = []
-            dropped: list[dict[str, Any]] = list(state.get("dropped_passages") or [])
-            verdicts = list(state.get("verdicts") or [])
-            for hit in hits:
-                verdict = policy.check_passage(hit["text"])
-                if verdict.allowed:
-                    kept.append(dict(hit))
-                else:
-                    dropped.append(
-                        {"id": hit["id"], "reason": verdict.reason, "matched": verdict.matched}
-                    )
-                    verdicts.append({**verdict.to_dict(), "passage_id": hit["id"]})
+            kept, newly_dropped, verdicts = screen_passages(
+                res.policy(ctx.policy_file), hits, list(state.get("verdicts") or [])
+            )
+            dropped = [*(state.get("dropped_passages") or []), *newly_dropped]
+            for drop in newly_dropped:
+                node.add_event(
+                    "passage_dropped",
+                    {
+                        "setpoint.passage_id": str(drop["id"]),
+                        "setpoint.reason": drop["reason"],
+                        "setpoint.check": drop["check"],
+                        "setpoint.score": float(drop.get("score") or 0.0),
+                    },
+                )
             set_attributes(
                 node,
                 {
@@ -77,6 +121,15 @@ def make_retrieve(res: Resources) -> Any:
                     ATTR.DROPPED_PASSAGES: [str(p["id"]) for p in dropped],
                 },
             )
+            if newly_dropped and isinstance(message, ToolMessage):
+                # The tool's own message quotes every hit; the conversation must not carry the
+                # dropped text either (a chat client replaying messages would feed it to a model).
+                message = ToolMessage(
+                    _screened_content(kept, newly_dropped),
+                    tool_call_id=message.tool_call_id,
+                    name=message.name,
+                    artifact=kept,
+                )
             return {
                 "passages": kept,
                 "dropped_passages": dropped,

@@ -44,6 +44,12 @@ class Context:
     #: A probe JSON from `setpoint calibrate`; when set, the probe node routes on its
     #: P(closed-book wrong) against ``probe_setpoint`` instead of the first-token entropy.
     probe_path: str | None = None
+    #: Pause escalated runs with ``interrupt()`` for a human reviewer instead of abstaining
+    #: (needs a checkpointer; ``Setpoint`` opens SQLite by default, see SETPOINT_REVIEW).
+    review: bool = False
+    #: Escalate when the thermostat wanted another retrieval after the budget was spent
+    #: (reason ``uncertain_after_budget``); False gives the answer anyway.
+    escalate_after_budget: bool = True
 
     def __post_init__(self) -> None:
         if self.trigger not in {"entropy", "surprisal"}:

@@ -31,6 +31,8 @@ class OutputState(TypedDict, total=False):
     retrieval_unavailable: bool
     dropped_passages: list[dict[str, Any]]
     decision: dict[str, Any]
+    #: A reviewer's decision on an escalated run: {"action", "answer", "note", "reason"}.
+    review: dict[str, Any]
     #: Signals of the prefill pass and one record per generated token (what a UI plots).
     probe: dict[str, Any]
     signal_trace: list[dict[str, Any]]

@@ -374,16 +374,24 @@ def signal_aurocs(never: Sequence[EvalRecord]) -> dict[str, float]:
 
     Margin is negated (a high margin means confident).
     """
-    wrong = [r.f1 < CORRECT_F1 for r in never]
     names = list(SIGNALS) + sorted({k for r in never for k in r.signals if k.startswith("lens_")})
     result = {}
     for name in names:
-        pairs = [(r.signals.get(name), w) for r, w in zip(never, wrong, strict=True) if r.signals.get(name) is not None]
-        if len(pairs) < 2:
-            continue
-        scores = [(-v if name == "first_margin" else v) for v, _ in pairs]
-        result[name] = auroc(scores, [w for _, w in pairs])
+        pairs = _uncertainty_scores(never, name)
+        if len(pairs) >= 2:
+            result[name] = auroc([score for score, _ in pairs], [w for _, w in pairs])
     return result
+
+
+def _uncertainty_scores(never: Sequence[EvalRecord], name: str) -> list[tuple[float, bool]]:
+    """(score, closed-book wrong) for the questions that have signal ``name``; higher = more unsure."""
+    pairs = []
+    for record in never:
+        value = record.signals.get(name)
+        if value is not None:
+            score = -float(value) if name == "first_margin" else float(value)  # high margin = sure
+            pairs.append((score, record.f1 < CORRECT_F1))
+    return pairs
 
 
 def frontier(
@@ -450,16 +458,16 @@ def write_plots(out_dir: Path, rows: list[dict[str, Any]], frontiers: dict[str, 
     plt.close(fig)
     paths.append(path)
 
-    wrong = [r.f1 < CORRECT_F1 for r in never]
     fig, ax = plt.subplots(figsize=(6, 6))
     for name in SIGNALS:
-        values = [r.signals.get(name) for r in never]
-        if any(v is None for v in values) or len(set(wrong)) < 2:
-            continue
-        scores = [(-v if name == "first_margin" else v) for v in values]  # type: ignore[operator]
-        ordered = sorted(zip(scores, wrong, strict=True), key=lambda p: -p[0])
+        pairs = _uncertainty_scores(never, name)
+        scores = [score for score, _ in pairs]
+        wrong = [w for _, w in pairs]
         pos = sum(wrong)
         neg = len(wrong) - pos
+        if len(pairs) < len(never) or not pos or not neg:
+            continue
+        ordered = sorted(pairs, key=lambda p: -p[0])
         tpr, fpr, tp, fp = [0.0], [0.0], 0, 0
         for _, is_wrong in ordered:
             tp += is_wrong
@@ -532,7 +540,7 @@ def evaluate(
         frontiers["flare"] = frontier(never, always, base_context=base, strategy="flare", grid=[0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
         if any(r.signals.get("probe_score") is not None for r in never):
             frontiers["probe"] = frontier(never, always, base_context=base, strategy="probe", grid=[i / 20 for i in range(21)])
-    summary = {
+    summary: dict[str, Any] = {
         "rows": rows,
         "signal_auroc": signal_aurocs(never) if never else {},
         "frontiers": frontiers,

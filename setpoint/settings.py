@@ -10,7 +10,10 @@ from pathlib import Path
 
 from setpoint.errors import ConfigError
 
-__all__ = ["WEAVIATE_VERSION", "Settings", "default_cache_dir"]
+__all__ = ["CONSISTENCY_LEVELS", "WEAVIATE_VERSION", "Settings", "default_cache_dir"]
+
+#: Replica agreement a read or write waits for (Weaviate's consistency levels).
+CONSISTENCY_LEVELS = ("ONE", "QUORUM", "ALL")
 
 #: The Weaviate server version ``setpoint setup`` builds and the embedded server runs.
 WEAVIATE_VERSION = "v1.39.0"
@@ -85,6 +88,10 @@ class Settings:
     weaviate_data_override: Path | None = None
     weaviate_timeout_s: float = 10.0
     collection: str = "SetpointPassages"
+    #: Copies of every object a new collection keeps (3 on a 3-node cluster; 1 on one node).
+    replication_factor: int = 1
+    #: How many replicas must answer a read or acknowledge a write: ONE, QUORUM or ALL.
+    consistency_level: str = "QUORUM"
     trace_file_override: Path | None = None
     #: Put prompt and answer text into spans (off by default: traces may leave the machine).
     trace_content: bool = False
@@ -96,6 +103,12 @@ class Settings:
     #: ``calibration.json`` from ``setpoint calibrate``: its probe and probe setpoint become
     #: the default run context.
     calibration_file: Path | None = None
+    #: Pause escalated runs for a human reviewer (``setpoint review``) instead of abstaining.
+    review: bool = False
+    #: Where paused runs are kept: a SQLite file path or ``sqlite:///path``, or a
+    #: ``postgresql://`` URL (needs ``pip install 'setpoint[postgres]'``). Default: SQLite
+    #: ``<cache>/checkpoints.sqlite``.
+    checkpoint_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -117,6 +130,8 @@ class Settings:
             weaviate_data_override=path("WEAVIATE_DATA"),
             weaviate_timeout_s=_env_float("WEAVIATE_TIMEOUT", 10.0),
             collection=_env("COLLECTION") or "SetpointPassages",
+            replication_factor=_env_int("REPLICATION_FACTOR", 1),
+            consistency_level=(_env("CONSISTENCY_LEVEL") or "QUORUM").upper(),
             trace_file_override=path("TRACE_FILE"),
             trace_content=_env_bool("TRACE_CONTENT", False),
             trace_console=_env_bool("TRACE_CONSOLE", False),
@@ -125,6 +140,8 @@ class Settings:
             setpoint=_env_float("SETPOINT", 1.6),
             threads=threads or None,
             calibration_file=path("CALIBRATION"),
+            review=_env_bool("REVIEW", False),
+            checkpoint_url=_env("CHECKPOINT_URL"),
         )
         settings.validate()
         return settings
@@ -138,6 +155,13 @@ class Settings:
             )
         if self.max_question_chars < 1:
             raise ConfigError("SETPOINT_MAX_QUESTION_CHARS must be at least 1")
+        if self.replication_factor < 1:
+            raise ConfigError("SETPOINT_REPLICATION_FACTOR must be at least 1")
+        if self.consistency_level not in CONSISTENCY_LEVELS:
+            raise ConfigError(
+                f"SETPOINT_CONSISTENCY_LEVEL={self.consistency_level!r} is not one of "
+                f"{', '.join(CONSISTENCY_LEVELS)}"
+            )
         if self.weaviate_timeout_s <= 0:
             raise ConfigError("SETPOINT_WEAVIATE_TIMEOUT must be a positive number of seconds")
 
@@ -174,3 +198,8 @@ class Settings:
         if self.trace_file_override is not None:
             return self.trace_file_override
         return self.cache_dir / "traces" / "spans.jsonl"
+
+    @property
+    def checkpoints(self) -> str:
+        """The checkpointer target: ``checkpoint_url`` or the default SQLite file."""
+        return self.checkpoint_url or str(self.cache_dir / "checkpoints.sqlite")

@@ -128,7 +128,7 @@ def plot_run(spans: Sequence[dict[str, Any]], out: Path) -> Path:
         setpoint = attrs.get("setpoint.setpoint")
         hysteresis = attrs.get("setpoint.hysteresis") or 0.0
         if isinstance(setpoint, float) and math.isfinite(setpoint):
-            ax.hlines(setpoint, xs[0], xs[-1] if xs else xs[0], colors="red", label="setpoint" if i == 0 else None)
+            ax.hlines(setpoint, xs[0], xs[-1], colors="red", label="setpoint" if i == 0 else "_nolegend_")
             ax.fill_between(xs, setpoint - hysteresis, setpoint, color="red", alpha=0.08, label="hysteresis" if i == 0 else None)
         fired = attrs.get("setpoint.thermostat.fired_at_step")
         if fired is not None:

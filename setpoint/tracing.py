@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -114,24 +114,33 @@ def configure_tracing(
     jsonl_path: Path | None = None,
     console: bool = False,
     exporters: Sequence[SpanExporter] = (),
+    wrap: Callable[[SpanExporter], SpanExporter] | None = None,
 ) -> TracerProvider:
     """Build a ``TracerProvider`` with the requested exporters (not installed globally).
 
     OTLP export is added when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
     ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set and the OTLP exporter package is installed.
+    ``wrap``, when given, wraps every exporter (the session passes PII redaction here, so no
+    exporter sees a raw email, phone, card or IBAN).
 
     Example:
         >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         >>> provider = configure_tracing(exporters=[InMemorySpanExporter()])
     """
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+
+    def wrapped(exporter: SpanExporter) -> SpanExporter:
+        return wrap(exporter) if wrap is not None else exporter
+
     # Synchronous export: a CLI run is short and must not lose its spans at exit.
     if jsonl_path is not None:
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(jsonl_path)))
+        provider.add_span_processor(
+            SimpleSpanProcessor(wrapped(JsonLinesSpanExporter(jsonl_path)))
+        )
     if console:
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        provider.add_span_processor(SimpleSpanProcessor(wrapped(ConsoleSpanExporter())))
     for exporter in exporters:
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(SimpleSpanProcessor(wrapped(exporter)))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     ):
@@ -142,7 +151,7 @@ def configure_tracing(
         else:
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            provider.add_span_processor(BatchSpanProcessor(wrapped(OTLPSpanExporter())))
     return provider
 
 

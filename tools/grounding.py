@@ -138,15 +138,20 @@ def support_score(
 
 
 def make_grounding_tool(
-    method: GroundingMethod = "lexical", embedder: Embeddings | None = None
+    method: GroundingMethod = "lexical",
+    embedder: Embeddings | None = None,
+    threshold: float = 0.5,
 ) -> BaseTool:
-    """A ``grounding_check`` LangChain tool: answer + passages in, ``{"score", "method"}`` out."""
+    """A ``grounding_check`` LangChain tool: answer + passages in, ``{"allowed", "score", "method"}`` out."""
     from langchain_core.tools import StructuredTool
 
     def grounding_check(answer: str, passages: list[str]) -> dict[str, Any]:
         """Score in [0, 1] how well the passages support the answer (1: every claim is in them)."""
+        score = support_score(answer, passages, method=method, embedder=embedder)
         return {
-            "score": support_score(answer, passages, method=method, embedder=embedder),
+            "allowed": score >= threshold,
+            "reason": "" if score >= threshold else "ungrounded_answer",
+            "score": score,
             "method": method,
         }
 

@@ -20,7 +20,6 @@ import codecs
 import math
 import re
 import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -33,7 +32,9 @@ __all__ = [
     "InjectionDetector",
     "InjectionResult",
     "injection_features",
+    "make_injection_tool",
     "normalise",
+    "score_features",
     "text_views",
 ]
 
@@ -348,6 +349,8 @@ class InjectionResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "allowed": not self.flagged,
+            "reason": "prompt_injection" if self.flagged else "",
             "flagged": self.flagged,
             "score": round(self.score, 4),
             "rule": self.rule,
@@ -406,7 +409,3 @@ def make_injection_tool(detector: InjectionDetector | None = None) -> BaseTool:
 
     return StructuredTool.from_function(prompt_injection_check)
 
-
-def check_many(detector: InjectionDetector, texts: Sequence[str]) -> list[InjectionResult]:
-    """``detector.check`` over several texts (retrieved passages), in order."""
-    return [detector.check(t) for t in texts]

@@ -255,6 +255,6 @@ def make_pii_tool(kinds: Sequence[str] = PII_KINDS) -> BaseTool:
     def pii_redact(text: str) -> dict[str, Any]:
         """Replace emails, phone numbers, card numbers and IBANs in the text with placeholders."""
         clean, matches = redact_pii(text, kinds)
-        return {"text": clean, "found": [m.kind for m in matches]}
+        return {"allowed": True, "text": clean, "found": [m.kind for m in matches]}
 
     return StructuredTool.from_function(pii_redact)
