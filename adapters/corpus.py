@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ __all__ = [
     "read_passages",
     "read_text",
 ]
+
+logger = logging.getLogger(__name__)
 
 _CORE_FIELDS = ("id", "title", "text")
 
@@ -49,6 +52,8 @@ def _parse_line(raw: bytes) -> PassageRecord | str:
         obj = json.loads(line)
     except json.JSONDecodeError as exc:
         return f"invalid JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
     if not isinstance(obj, dict):
         return f"not a JSON object (got {type(obj).__name__})"
     for name in _CORE_FIELDS:
@@ -81,14 +86,7 @@ def read_jsonl(path: Path) -> tuple[list[PassageRecord], list[tuple[int, str]]]:
         [(7, 'invalid JSON: Expecting value at column 1')]
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise IngestError(f"passage file {path} does not exist") from None
-    except IsADirectoryError:
-        raise IngestError(f"{path} is a directory; give a .jsonl file of passages") from None
-    except OSError as exc:
-        raise IngestError(f"cannot read passage file {path}: {exc.strerror or exc}") from None
+    data = _read_bytes(path, "passage")
     # Editors on Windows like to start UTF-8 files with a byte-order mark.
     data = data.removeprefix(b"\xef\xbb\xbf")
     records: list[PassageRecord] = []
@@ -112,15 +110,21 @@ def read_jsonl(path: Path) -> tuple[list[PassageRecord], list[tuple[int, str]]]:
     return records, bad
 
 
-def _read_utf8(path: Path, kind: str) -> str:
+def _read_bytes(path: Path, kind: str) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise IngestError(f"{kind} file {path} does not exist") from None
     except IsADirectoryError:
-        raise IngestError(f"{path} is a directory; give a file or use a folder ingest") from None
+        raise IngestError(
+            f"{path} is a directory; give a passage file, or the folder to `setpoint ingest`"
+        ) from None
     except OSError as exc:
         raise IngestError(f"cannot read {kind} file {path}: {exc.strerror or exc}") from None
+
+
+def _read_utf8(path: Path, kind: str) -> str:
+    data = _read_bytes(path, kind)
     try:
         return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -251,12 +255,18 @@ def find_passage_files(folder: Path) -> list[PassageFile]:
     folder = Path(folder)
     if not folder.is_dir():
         raise IngestError(f"{folder} is not a folder")
-    name = folder.resolve().name
+    root = folder.resolve()
+    name = root.name
     found: list[PassageFile] = []
     for path in sorted(folder.rglob("*")):
         inner = path.relative_to(folder)
         if any(part.startswith(".") for part in inner.parts):
             continue
         if path.is_file() and path.suffix.lower() in PASSAGE_SUFFIXES:
+            # A symlink may point anywhere (a key file, another user's notes); what a folder
+            # ingest indexes, and later serves to anyone who asks, stays inside the folder.
+            if not path.resolve().is_relative_to(root):
+                logger.warning("skipping %s: it links outside %s", path, folder)
+                continue
             found.append(PassageFile(path=path, source=f"{name}/{inner.as_posix()}"))
     return found

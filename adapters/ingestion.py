@@ -6,8 +6,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import signal
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -148,10 +150,39 @@ def _quiet_client_log() -> Iterator[None]:
         log.setLevel(level)
 
 
+@contextlib.contextmanager
+def _stop_between_batches() -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C: finish writing the batch in flight, then stop; a second one stops at once.
+
+    A KeyboardInterrupt raised inside the gRPC client can land in a callback that Python
+    reports as "Exception ignored" and drops, and the ingest would carry on; a flag read
+    between batches stops it every time, at a point where nothing is half-sent.
+    """
+    requested = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield requested.is_set  # not ours to handle: the caller's handler stays
+        return
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _short(exc: BaseException | str) -> str:
     from setpoint.adapters.store import _short as short
 
-    return short(exc)
+    line: str = short(exc)
+    return line
 
 
 @dataclass
@@ -176,6 +207,17 @@ class _Writer:
         pending = list(range(len(objects)))
         for attempt in range(len(_RETRY_DELAYS_S) + 1):
             refused = self._send([objects[i] for i in pending])
+            shard_refusal = next((r for r in refused.values() if "read-only" in r.lower()), None)
+            if shard_refusal is not None:
+                # A read-only shard refuses a whole batch, but Weaviate (1.39) reports that on
+                # the batch's first object only and acknowledges the rest, unwritten: trust
+                # none of the batch, and stop before every later batch meets the same fate.
+                raise IngestError(
+                    f"Weaviate refused the write: {shard_refusal} (a shard turns read-only when "
+                    "its disk passes DISK_USE_READONLY_PERCENTAGE, 90% by default); passages "
+                    "written before this point are stored: free space, then run the same "
+                    "ingest again to finish"
+                )
             now_failed = {pending[j]: reason for j, reason in refused.items()}
             for index in pending:
                 errors.pop(index, None)
@@ -261,7 +303,7 @@ def write_passages(
     embedder_name = _embedder_name(store.embedder)
     report = IngestReport(source=source)
     seen: set[str] = set()
-    total = len(records) if hasattr(records, "__len__") else None
+    total = len(records) if isinstance(records, Sized) else None
     bar = tqdm(
         total=total,
         unit=" passages",
@@ -270,15 +312,18 @@ def write_passages(
         dynamic_ncols=True,
     )
     try:
-        for group in _groups(records, batch_size):
-            planned = _plan(store, group, source, policy, embedder_name, seen, report)
-            if planned:
-                _write_batch(store, writer, planned, source, report)
-            bar.update(len(group))
-            bar.set_postfix_str(
-                f"added {report.added} updated {report.updated} unchanged {report.unchanged}",
-                refresh=False,
-            )
+        with _stop_between_batches() as stop_requested:
+            for group in _groups(records, batch_size):
+                planned = _plan(store, group, source, policy, embedder_name, seen, report)
+                if planned:
+                    _write_batch(store, writer, planned, source, report)
+                bar.update(len(group))
+                bar.set_postfix_str(
+                    f"added {report.added} updated {report.updated} unchanged {report.unchanged}",
+                    refresh=False,
+                )
+                if stop_requested():
+                    raise KeyboardInterrupt
     except RetrievalError as exc:
         raise IngestError(str(exc)) from exc
     finally:
@@ -349,7 +394,9 @@ def _write_batch(
     vector_iter = iter(vectors)
     for n, plan in enumerate(planned):
         record = plan.record
-        metadata = json.dumps(record.metadata, ensure_ascii=False, default=str) if record.metadata else ""
+        metadata = (
+            json.dumps(record.metadata, ensure_ascii=False, default=str) if record.metadata else ""
+        )
         for number, chunk in enumerate(plan.chunks):
             objects.append(
                 DataObject(
@@ -418,7 +465,7 @@ def ingest_path(
         if sync:
             raise InputError(f"--sync needs a folder, and {path} is not one")
         records, bad_lines = read_passages(path)
-        report = store.ingest(records, source=path.name, **options)
+        report: IngestReport = store.ingest(records, source=path.name, **options)
         report.skipped_lines.extend(bad_lines)
         return report
     files = find_passage_files(path)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from setpoint.adapters.chunking import ChunkPolicy
 from setpoint.adapters.ingestion import IngestReport
-from setpoint.errors import ConfigError, IngestError, InputError, RetrievalError
+from setpoint.errors import ConfigError, InputError, RetrievalError
 from setpoint.settings import Settings
 
 if TYPE_CHECKING:
@@ -228,9 +228,12 @@ class WeaviateStore:
             from setpoint.adapters.embedder import Embedder
 
             embedder = Embedder.from_settings(settings)
+        from setpoint.adapters.rerank import SentenceEvidenceReranker
+
         common: dict[str, Any] = {
             "collection": settings.collection,
             "embedder": embedder,
+            "reranker": SentenceEvidenceReranker(),
             "timeout_s": settings.weaviate_timeout_s,
             "replication_factor": settings.replication_factor,
             "consistency_level": settings.consistency_level,
@@ -249,10 +252,17 @@ class WeaviateStore:
             )
         from setpoint.adapters.weaviate_server import WeaviateServer
 
-        server = WeaviateServer(binary, settings.weaviate_data_dir)
-        # The embedded server allows anonymous access only; SETPOINT_WEAVIATE_API_KEY is
-        # for an external server and would be refused here.
-        return cls(server=server, **common)
+        if not settings.weaviate_auth:
+            # Anonymous access on loopback; SETPOINT_WEAVIATE_API_KEY is for an external
+            # server and would be refused here.
+            return cls(server=WeaviateServer(binary, settings.weaviate_data_dir), **common)
+        import secrets
+
+        # A server deployment: the embedded Weaviate takes this key only (random per start
+        # unless one is configured) and anonymous clients are turned away.
+        key = settings.weaviate_api_key or secrets.token_urlsafe(32)
+        server = WeaviateServer(binary, settings.weaviate_data_dir, api_keys={key: "setpoint"})
+        return cls(server=server, api_key=key, **common)
 
     # -- connection ---------------------------------------------------------------------
 
@@ -399,10 +409,12 @@ class WeaviateStore:
                 f"the embedded Weaviate server has exited; see {self.server.log_path} "
                 "and restart setpoint"
             )
-        # Our own probe: the client's is_ready() prints its exceptions to stdout.
+        # Our own probe: the client's is_ready() prints its exceptions to stdout. Liveness,
+        # not readiness: a cluster node answers 503 on /ready while its peers elect a new
+        # schema leader, yet it serves reads and writes at QUORUM all the while.
         try:
             with _NO_PROXY.open(
-                f"{self._http_base()}/v1/.well-known/ready", timeout=min(self.timeout_s, 2.0)
+                f"{self._http_base()}/v1/.well-known/live", timeout=min(self.timeout_s, 2.0)
             ) as response:
                 if response.status == 200:
                     return None
@@ -586,7 +598,9 @@ class WeaviateStore:
         if not chunks:
             return None
         first = chunks[min(chunks)]
-        text = "\n\n".join(chunks[n].text for n in sorted(chunks)) if len(chunks) > 1 else first.text
+        text = (
+            "\n\n".join(chunks[n].text for n in sorted(chunks)) if len(chunks) > 1 else first.text
+        )
         return SearchHit(
             id=first.id,
             title=first.title,
@@ -609,7 +623,9 @@ class WeaviateStore:
             found.setdefault(hit.id, {})[hit.chunk] = hit
         return found
 
-    def _stored_versions(self, source: str, passage_ids: Sequence[str]) -> dict[str, dict[int, str]]:
+    def _stored_versions(
+        self, source: str, passage_ids: Sequence[str]
+    ) -> dict[str, dict[int, str]]:
         """``{passage id: {chunk: version}}``: what an ingest compares against, without the text."""
         found: dict[str, dict[int, str]] = {}
         for props in self._fetch_chunks(source, passage_ids, ["passage_id", "chunk", "version"]):
@@ -699,7 +715,9 @@ class WeaviateStore:
             prune=prune,
         )
 
-    def delete(self, passage_ids: Sequence[str], *, source: str | None = None) -> list[tuple[str, str]]:
+    def delete(
+        self, passage_ids: Sequence[str], *, source: str | None = None
+    ) -> list[tuple[str, str]]:
         """Delete passages (all their chunks) by id, in one source or in all of them.
 
         Returns the ``(source, passage id)`` pairs that were deleted; ids not stored are
@@ -714,7 +732,9 @@ class WeaviateStore:
             where = where & Filter.by_property("source").equal(source)
         return self._delete_where(where, f"deleting {len(passage_ids)} passages")
 
-    def delete_source(self, source: str, *, keep: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    def delete_source(
+        self, source: str, *, keep: Sequence[str] | None = None
+    ) -> list[tuple[str, str]]:
         """Delete every passage of ``source`` except the ids in ``keep``; returns what went."""
         from weaviate.classes.query import Filter
 
@@ -851,6 +871,7 @@ class WeaviateStore:
         source: str | Sequence[str] | None = None,
         title: str | Sequence[str] | None = None,
         rerank: bool | None = None,
+        query_vector: Sequence[float] | None = None,
     ) -> list[SearchHit]:
         """The ``k`` best passages for ``query``, at most one chunk per passage.
 
@@ -865,6 +886,7 @@ class WeaviateStore:
             title: Only passages with exactly this title (or any of these titles).
             rerank: Rerank the best candidates with the store's reranker; None uses the
                 store's default (on when it has a reranker).
+            query_vector: The query's embedding, when the caller has it already.
 
         Scores are comparable within one mode only: hybrid in [0, 1], BM25 unbounded,
         vector the cosine similarity; a reranked list carries the reranker's score.
@@ -890,7 +912,11 @@ class WeaviateStore:
         reason = self._not_ready_reason()
         if reason is not None:
             raise RetrievalError(reason)
-        vector = self.embedder.embed_query(query) if mode != "bm25" else None
+        vector: list[float] | None = None
+        if mode != "bm25":
+            vector = (
+                list(query_vector) if query_vector is not None else self.embedder.embed_query(query)
+            )
         # Over-fetch: several chunks of one passage collapse into one hit, and the
         # reranker needs a pool deeper than k to reorder.
         pool = max(self.rerank_depth, k) if use_reranker else k
@@ -936,7 +962,8 @@ class WeaviateStore:
             )
             # Cosine distance is 1 - similarity; report the similarity (higher is better).
             return [
-                self._hit(o.properties, 1.0 - (o.metadata.distance or 0.0)) for o in response.objects
+                self._hit(o.properties, 1.0 - (o.metadata.distance or 0.0))
+                for o in response.objects
             ]
         if mode == "bm25":
             response = collection.query.bm25(

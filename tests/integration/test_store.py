@@ -19,7 +19,7 @@ from langchain_core.messages import ToolMessage
 
 from setpoint.adapters.corpus import PassageRecord, read_jsonl
 from setpoint.adapters.embedder import Embedder
-from setpoint.adapters.store import IngestReport, WeaviateStore
+from setpoint.adapters.store import IngestReport, SearchHit, WeaviateStore
 from setpoint.adapters.weaviate_server import PID_FILE, WeaviateServer
 from setpoint.errors import RetrievalError
 from setpoint.settings import Settings
@@ -103,6 +103,8 @@ def test_reingest_does_not_duplicate(
 ) -> None:
     again = weaviate_store.ingest(squad_passages, source=SOURCE, progress=False)
     assert again.failed == []
+    # Nothing changed, so nothing is embedded or written again.
+    assert (again.added, again.updated, again.unchanged, again.chunks_written) == (0, 0, 50, 0)
     assert weaviate_store.count() == 50
     stored = weaviate_store.get(squad_passages[3].id, SOURCE)
     assert stored is not None
@@ -153,8 +155,99 @@ def test_search_tool_returns_text_and_hits(
     )
     assert isinstance(message, ToolMessage)
     assert len(message.artifact) == 2
-    assert set(message.artifact[0]) == {"id", "title", "text", "source", "score"}
+    hit = message.artifact[0]
+    assert {"id", "title", "text", "source", "score"} <= set(hit)
+    # Freshness travels with every hit: which edition of the passage this is, and when.
+    assert len(hit["version"]) == 20 and hit["ingested_at"].startswith("20")
     assert isinstance(message.content, str) and message.content.startswith("[1] ")
+
+
+def _first_question(passage_id: str) -> str:
+    with open(_squad_dir() / "questions.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            q = json.loads(line)
+            if q["passage_id"] == passage_id:
+                return str(q["question"])
+    raise AssertionError(f"no question for {passage_id}")
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "bm25", "vector"])
+def test_every_mode_finds_the_gold_passage(
+    weaviate_store: WeaviateStore, first_ingest: IngestReport, mode: str
+) -> None:
+    question = _first_question("Super_Bowl_50-0")  # ranks first in every mode (measured)
+    hits = weaviate_store.search(question, k=5, mode=mode, rerank=False)  # type: ignore[arg-type]
+    assert len(hits) == 5
+    assert hits[0].id == "Super_Bowl_50-0"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert len({(h.source, h.id) for h in hits}) == 5, "one hit per passage"
+
+
+def test_rerank_keeps_a_ranked_list_of_the_same_pool(
+    weaviate_store: WeaviateStore, first_ingest: IngestReport
+) -> None:
+    question = _first_question("Super_Bowl_50-3")
+    plain = weaviate_store.search(question, k=30, rerank=False)
+    reranked = weaviate_store.search(question, k=30, rerank=True)
+    assert {h.id for h in reranked} == {h.id for h in plain}
+    assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+    assert "Super_Bowl_50-3" in [h.id for h in reranked[:3]]
+
+
+def test_filters_by_source_and_title(
+    weaviate_store: WeaviateStore, squad_passages: list[PassageRecord], first_ingest: IngestReport
+) -> None:
+    other = [
+        PassageRecord("Denver-fact", "Denver", "Denver hosts the Broncos, a Super Bowl 50 team.")
+    ]
+    assert weaviate_store.ingest(other, source="other-source", progress=False).added == 1
+    question = "Which team from Denver played in Super Bowl 50?"
+    everywhere = weaviate_store.search(question, k=50)
+    assert {h.source for h in everywhere} == {SOURCE, "other-source"}
+    only_other = weaviate_store.search(question, k=5, source="other-source")
+    assert [h.id for h in only_other] == ["Denver-fact"]
+    assert {h.source for h in weaviate_store.search(question, k=5, source=[SOURCE])} == {SOURCE}
+    titled = weaviate_store.search(question, k=5, mode="bm25", title="Denver")
+    assert [h.title for h in titled] == ["Denver"]
+    assert weaviate_store.search(question, k=5, title="No Such Title") == []
+    assert weaviate_store.delete(["Denver-fact"]) == [("other-source", "Denver-fact")]
+    assert weaviate_store.search(question, k=5, source="other-source") == []
+
+
+def test_tool_passes_mode_and_filters(
+    weaviate_store: WeaviateStore, first_ingest: IngestReport
+) -> None:
+    tool = make_search_tool(weaviate_store, k=3)
+    message = tool.invoke(
+        {
+            "name": tool.name,
+            "args": {"query": "Super Bowl 50 MVP", "mode": "bm25", "source": SOURCE, "k": 4},
+            "id": "call_2",
+            "type": "tool_call",
+        }
+    )
+    assert len(message.artifact) == 4
+    assert {h["source"] for h in message.artifact} == {SOURCE}
+
+
+class _HybridOnly:
+    """A store with nothing but ``hybrid_search`` (like the unit tests' keyword store)."""
+
+    def hybrid_search(self, query: str, *, k: int = 3, alpha: float = 0.5) -> list[SearchHit]:
+        return [SearchHit("h1", "T", f"about {query}", "mem", 1.0)][:k]
+
+
+def test_tool_works_with_a_hybrid_only_store() -> None:
+    from setpoint.errors import InputError
+    from setpoint.tools.search import search_passages
+
+    tool = make_search_tool(_HybridOnly())
+    message = tool.invoke(
+        {"name": tool.name, "args": {"query": "cats"}, "id": "c", "type": "tool_call"}
+    )
+    assert [h["id"] for h in message.artifact] == ["h1"]
+    with pytest.raises(InputError, match="hybrid search only"):
+        search_passages(_HybridOnly(), "cats", mode="bm25")
 
 
 # -- bad input --------------------------------------------------------------------------------
@@ -342,6 +435,9 @@ def test_api_key_auth(tmp_path: Path, embedder: Embedder) -> None:
         ) as good:
             assert good.is_available()
             assert good.count() == 0
+            passage = PassageRecord("k1", "Keys", "An API key opens this collection.")
+            assert good.ingest([passage], source="auth", progress=False).added == 1
+            assert [h.id for h in good.search("Which key opens it?", k=1)] == ["k1"]
         bad = WeaviateStore.from_settings(base.replace(weaviate_api_key="wrong-key"), embedder)
         with pytest.raises(RetrievalError, match="rejected the API key") as info:
             bad.connect()
@@ -361,6 +457,11 @@ def test_unreachable_url(embedder: Embedder) -> None:
     assert not store.is_available()
     with pytest.raises(RetrievalError):
         store.hybrid_search("anything")
+    from setpoint.errors import IngestError
+
+    with pytest.raises(IngestError) as ingest_info:
+        store.ingest([PassageRecord("a", "t", "text")], source="s", progress=False)
+    assert url in str(ingest_info.value) and "\n" not in str(ingest_info.value)
 
 
 def test_missing_binary_is_explained(tmp_path: Path, embedder: Embedder) -> None:
