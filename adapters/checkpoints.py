@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,9 +73,25 @@ def open_checkpointer(target: str) -> Iterator[BaseCheckpointSaver[str]]:
                 "SETPOINT_CHECKPOINT_URL is a Postgres URL but the Postgres checkpointer is not "
                 "installed; pip install 'setpoint[postgres]'"
             ) from None
-        with PostgresSaver.from_conn_string(target) as saver:
-            saver.setup()
-            yield saver
+        import psycopg
+
+        # libpq waits for an unanswered connect as long as the OS does (minutes); bound it.
+        joiner = "&" if "?" in target else "?"
+        bounded = target if "connect_timeout=" in target else f"{target}{joiner}connect_timeout=10"
+        with ExitStack() as stack:
+            try:
+                postgres = stack.enter_context(PostgresSaver.from_conn_string(bounded))
+                postgres.setup()
+            except psycopg.Error as exc:
+                # The first line names host and port; never echo the URL (it may hold a password).
+                reason = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                )
+                raise ConfigError(
+                    f"cannot open the Postgres checkpoint database: {reason}; "
+                    "check SETPOINT_CHECKPOINT_URL"
+                ) from None
+            yield postgres
         return
     scheme = target.split("://", 1)[0]
     raise ConfigError(

@@ -67,13 +67,15 @@ def make_check_output(res: Resources) -> Any:
                     failed.append(entry)
 
             record(policy.check_answer(answer))
-            if passages and answer.strip():
+            if passages and raw.strip():
                 embedder = (
                     res.embedder()
                     if policy.grounding is not None and policy.grounding.method != "lexical"
                     else None
                 )
-                record(policy.grounded(answer, [p["text"] for p in passages], embedder))
+                # Grounding compares the raw answer with the raw passages (a placeholder such as
+                # [EMAIL] would match nothing); only the score leaves this node.
+                record(policy.grounded(raw, [p["text"] for p in passages], embedder))
             if pii_kinds:
                 from setpoint.tools.policy import Verdict
 
@@ -96,9 +98,10 @@ def make_check_output(res: Resources) -> Any:
                 escalate_after_budget=ctx.escalate_after_budget,
             )
             if uncertainty is not None:
+                # Uncertainty is the controller's own finding and names the failure first.
                 entry = {"check": "uncertainty", "allowed": False, "reason": uncertainty}
                 verdicts.append({**entry, "target": "answer"})
-                failed.append({**entry, "target": "answer"})
+                failed.insert(0, {**entry, "target": "answer"})
             set_attributes(
                 span,
                 {

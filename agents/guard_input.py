@@ -58,7 +58,13 @@ def validate_question(question: object, max_chars: int) -> str:
             f"the question is {len(text)} characters, over the limit of {max_chars}; "
             "shorten it or raise SETPOINT_MAX_QUESTION_CHARS"
         )
-    controls = sum(1 for ch in text if (ord(ch) < 32 and ch not in "\t\n\r") or ch == "\ufffd")
+    # Lone surrogates (from JSON "\ud800" escapes or undecodable argv bytes) are not text:
+    # no tokenizer accepts them.
+    controls = sum(
+        1
+        for ch in text
+        if (ord(ch) < 32 and ch not in "\t\n\r") or ch == "\ufffd" or "\ud800" <= ch <= "\udfff"
+    )
     if controls:
         raise InputError(
             f"the question contains {controls} control or undecodable character(s); "

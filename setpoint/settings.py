@@ -83,7 +83,12 @@ class Settings:
     #: An external Weaviate (``http://host:port``); unset means the embedded local server.
     weaviate_url: str | None = None
     weaviate_grpc_port: int | None = None
-    weaviate_api_key: str | None = None
+    #: Kept out of ``repr()``: settings end up in debug logs and error reports.
+    weaviate_api_key: str | None = field(default=None, repr=False)
+    #: Require an API key on the Weaviate that setpoint starts itself (the key is
+    #: ``weaviate_api_key``, else a random one per start). None: on for the served graph
+    #: (``setpoint serve``, ``langgraph dev``; see ``for_server``), off for in-process use.
+    weaviate_auth: bool | None = None
     weaviate_binary_override: Path | None = None
     weaviate_data_override: Path | None = None
     weaviate_timeout_s: float = 10.0
@@ -108,7 +113,7 @@ class Settings:
     #: Where paused runs are kept: a SQLite file path or ``sqlite:///path``, or a
     #: ``postgresql://`` URL (needs ``pip install 'setpoint[postgres]'``). Default: SQLite
     #: ``<cache>/checkpoints.sqlite``.
-    checkpoint_url: str | None = None
+    checkpoint_url: str | None = field(default=None, repr=False)  # may hold a password
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -126,6 +131,7 @@ class Settings:
             weaviate_url=_env("WEAVIATE_URL"),
             weaviate_grpc_port=grpc or None,
             weaviate_api_key=_env("WEAVIATE_API_KEY"),
+            weaviate_auth=None if _env("WEAVIATE_AUTH") is None else _env_bool("WEAVIATE_AUTH", True),
             weaviate_binary_override=path("WEAVIATE_BINARY"),
             weaviate_data_override=path("WEAVIATE_DATA"),
             weaviate_timeout_s=_env_float("WEAVIATE_TIMEOUT", 10.0),
@@ -164,6 +170,14 @@ class Settings:
             )
         if self.weaviate_timeout_s <= 0:
             raise ConfigError("SETPOINT_WEAVIATE_TIMEOUT must be a positive number of seconds")
+
+    def for_server(self) -> Settings:
+        """These settings for a long-running server: API-key auth on the embedded Weaviate.
+
+        Weaviate's gRPC port listens on every interface, so a server deployment does not
+        leave it open to anonymous clients; ``SETPOINT_WEAVIATE_AUTH=false`` opts out.
+        """
+        return self if self.weaviate_auth is not None else self.replace(weaviate_auth=True)
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (validated)."""

@@ -14,6 +14,7 @@ Two measures, used alone or averaged:
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -23,18 +24,145 @@ if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from langchain_core.tools import BaseTool
 
-__all__ = ["GroundingMethod", "content_words", "lexical_support", "make_grounding_tool", "support_score"]
+__all__ = [
+    "GroundingMethod",
+    "content_words",
+    "lexical_support",
+    "make_grounding_tool",
+    "support_score",
+]
 
 GroundingMethod = Literal["lexical", "embedding", "hybrid"]
 
 _STOP = frozenset(
-    """a an the of to in on at by for from with and or but nor so as is are was were be been being
-    it its it's this that these those there here he she they them his her their we you your i me my
-    our us do does did done have has had not no yes than then also which who whom whose what when
-    where why how into onto over under about after before during while because if though although
-    can could would should will shall may might must very more most much many some any each every
-    all both either neither other such only own same just too s t answer question passage context
-    according based text called known said one""".split()
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "from",
+        "with",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "so",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "it's",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "he",
+        "she",
+        "they",
+        "them",
+        "his",
+        "her",
+        "their",
+        "we",
+        "you",
+        "your",
+        "i",
+        "me",
+        "my",
+        "our",
+        "us",
+        "do",
+        "does",
+        "did",
+        "done",
+        "have",
+        "has",
+        "had",
+        "not",
+        "no",
+        "yes",
+        "than",
+        "then",
+        "also",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "about",
+        "after",
+        "before",
+        "during",
+        "while",
+        "because",
+        "if",
+        "though",
+        "although",
+        "can",
+        "could",
+        "would",
+        "should",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "very",
+        "more",
+        "most",
+        "much",
+        "many",
+        "some",
+        "any",
+        "each",
+        "every",
+        "all",
+        "both",
+        "either",
+        "neither",
+        "other",
+        "such",
+        "only",
+        "own",
+        "same",
+        "just",
+        "too",
+        "s",
+        "t",
+        "answer",
+        "question",
+        "passage",
+        "context",
+        "according",
+        "based",
+        "text",
+        "called",
+        "known",
+        "said",
+        "one",
+    ]
 )
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
@@ -83,10 +211,10 @@ def lexical_support(answer: str, passages: Sequence[str]) -> float | None:
     for passage in passages:
         seq = content_words(passage)
         source_words.update(seq)
-        source_pairs.update(zip(seq, seq[1:], strict=False))
+        source_pairs.update(itertools.pairwise(seq))
     unique = list(dict.fromkeys(words))
     unigram = sum(w in source_words for w in unique) / len(unique)
-    pairs = list(dict.fromkeys(zip(words, words[1:], strict=False)))
+    pairs = list(dict.fromkeys(itertools.pairwise(words)))
     if not pairs:
         return unigram
     bigram = sum(p in source_pairs for p in pairs) / len(pairs)

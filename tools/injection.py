@@ -40,7 +40,10 @@ __all__ = [
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 # Cyrillic and Greek letters that look Latin; NFKC leaves them alone.
-_HOMOGLYPHS = str.maketrans("авсеһіјкмнорѕтухᴀοαερτυνκιВАСЕНІЈКМНОРЅТХΑΒΕΗΙΚΜΝΟΡΤΥΧ", "abcehijkmhopstyxaoaeptuvkibacehijkmhopstxabehikmnoptyx")
+_HOMOGLYPHS = str.maketrans(
+    "авсеһіјкмнорѕтухᴀοαερτυνκιВАСЕНІЈКМНОРЅТХΑΒΕΗΙΚΜΝΟΡΤΥΧ",
+    "abcehijkmhopstyxaoaeptuvkibacehijkmhopstxabehikmnoptyx",
+)
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i", "|": "l"})  # fmt: skip
 
 
@@ -170,7 +173,9 @@ _HIJACK = (
     r"(?:recommend|promote|advertise) \S+ in (?:every|each|all|your) (?:reply|answer|response)s?|"
     r"au lieu de repondre|statt zu antworten|en lugar de responder|invece di rispondere|em vez de responder"
 )
-_EXFIL = r"(?:send|forward|email|e-mail|upload|post|transmit) .{0,50}(?:to|at) (?:https?://\S+|\S+@\S+)"
+_EXFIL = (
+    r"(?:send|forward|email|e-mail|upload|post|transmit) .{0,50}(?:to|at) (?:https?://\S+|\S+@\S+)"
+)
 _ROLE = (
     r"pretend(?:ing)? (?:to be|you(?:'re| are)|that)|act(?:ing)? as (?:if|an?|my|the)|role ?-?play(?:ing)? as|"
     r"roleplay|play the (?:role|part) of|you are now|you're now|from now on|imagine you(?:'re| are)|"
@@ -283,8 +288,18 @@ _IMPERATIVE = re.compile(
     r"then|so|bitte|s'il te plait|por favor|per favore|alstublieft|\w+ly),?\s+)?$"
 )
 _SCOPED = _rx(_SCOPE)
-_REVOKED = re.compile(rf"(?<![a-z])(?:{_TARGET}|above|before)(?![a-z])(?:\W+[\w']+){{0,1}}\W+{_VOID}(?![a-z])")
-_STRONG = {"override_target", "hijack", "role", "jailbreak", "marker", "address_model", "new_orders"}
+_REVOKED = re.compile(
+    rf"(?<![a-z])(?:{_TARGET}|above|before)(?![a-z])(?:\W+[\w']+){{0,1}}\W+{_VOID}(?![a-z])"
+)
+_STRONG = {
+    "override_target",
+    "hijack",
+    "role",
+    "jailbreak",
+    "marker",
+    "address_model",
+    "new_orders",
+}
 _BIAS = -3.0
 _HIDDEN_BONUS = 1.5
 
@@ -408,4 +423,3 @@ def make_injection_tool(detector: InjectionDetector | None = None) -> BaseTool:
         return chosen.check(text).to_dict()
 
     return StructuredTool.from_function(prompt_injection_check)
-

@@ -31,8 +31,11 @@ __all__ = [
 
 PII_KINDS = ("email", "card", "iban", "phone")
 
+# The top-level domain is optional: a truncated address ("jo@example", as a reader that stops
+# at a word boundary may quote it) still identifies a person.
 _EMAIL = re.compile(
-    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})"
+    r"(?:\.[A-Za-z0-9-]{1,63})*(?![\w-])"
 )
 # 13-19 digits, optionally grouped by single spaces or dashes (how cards are written).
 _CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")

@@ -19,7 +19,7 @@ Schema (version 2; every section optional)::
     output:
       grounding:
         method: lexical             # lexical | embedding | hybrid
-        threshold: 0.5              # support below this fails the answer; in [0, 1]
+        threshold: 0.35             # support below this fails the answer; in [0, 1]
     extra_checks:                   # tools from the ``setpoint.tools`` entry-point group
       - tool: my_check
         apply_to: [question, passages, answer]
@@ -101,7 +101,7 @@ class GroundingRule:
     """An answer built on passages must reach ``threshold`` support (``setpoint.tools.grounding``)."""
 
     method: GroundingMethod = "lexical"
-    threshold: float = 0.5
+    threshold: float = 0.35
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,9 @@ class _Reader:
             raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
         return str(value)
 
-    def choices(self, value: Any, key: str, allowed: Sequence[str], default: Sequence[str]) -> tuple[str, ...]:
+    def choices(
+        self, value: Any, key: str, allowed: Sequence[str], default: Sequence[str]
+    ) -> tuple[str, ...]:
         if value is None:
             return tuple(default)
         items = self.strings(value, key)
@@ -277,9 +279,13 @@ class Policy:
             grounding = GroundingRule(
                 method=cast(
                     GroundingMethod,
-                    r.choice(g.get("method"), "output.grounding.method", GROUNDING_METHODS, "lexical"),
+                    r.choice(
+                        g.get("method"), "output.grounding.method", GROUNDING_METHODS, "lexical"
+                    ),
                 ),
-                threshold=r.number(g.get("threshold"), "output.grounding.threshold", 0.0, 1.0, 0.5),
+                threshold=r.number(
+                    g.get("threshold"), "output.grounding.threshold", 0.0, 1.0, 0.35
+                ),
             )
 
         raw_extra = top.get("extra_checks") or []
@@ -291,10 +297,15 @@ class Policy:
             entry = r.mapping(entry, key, ["tool", "apply_to"])
             tool = entry.get("tool")
             if not isinstance(tool, str) or not tool:
-                raise r.fail(f"{key}.tool", "must name a tool of the setpoint.tools entry-point group")
+                raise r.fail(
+                    f"{key}.tool", "must name a tool of the setpoint.tools entry-point group"
+                )
             extra.append(
                 ExtraCheck(
-                    tool, r.choices(entry.get("apply_to"), f"{key}.apply_to", CHECK_TARGETS, CHECK_TARGETS)
+                    tool,
+                    r.choices(
+                        entry.get("apply_to"), f"{key}.apply_to", CHECK_TARGETS, CHECK_TARGETS
+                    ),
                 )
             )
         if extra:
@@ -333,6 +344,8 @@ class Policy:
             raise ConfigError(
                 f"policy file {path} is not valid YAML: {str(exc).splitlines()[0]}"
             ) from None
+        except RecursionError:
+            raise ConfigError(f"policy file {path} is nested too deeply to be a policy") from None
         return cls.from_mapping(data, str(path))
 
     # ------------------------------------------------------------------ checks
@@ -361,7 +374,11 @@ class Policy:
         how = f"rule {result.rule!r}" if result.rule else f"score {result.score:.2f}"
         view = "" if result.view == "plain" else f" in {result.view} view"
         return Verdict(
-            "prompt_injection", False, "prompt_injection", f"{result.matched} ({how}{view})", result.score
+            "prompt_injection",
+            False,
+            "prompt_injection",
+            f"{result.matched} ({how}{view})",
+            result.score,
         )
 
     def check_question(self, text: str, embedder: Embeddings | None = None) -> Verdict:
@@ -415,9 +432,7 @@ class Policy:
         """Whether ``answer`` is supported by ``passages`` well enough (always allowed without a rule)."""
         if self.grounding is None or not passages:
             return Verdict("grounding", True)
-        score = support_score(
-            answer, passages, method=self.grounding.method, embedder=embedder
-        )
+        score = support_score(answer, passages, method=self.grounding.method, embedder=embedder)
         if score >= self.grounding.threshold:
             return Verdict("grounding", True, score=score)
         return Verdict(
@@ -445,3 +460,10 @@ def make_default_topic_tool() -> Any:
     from setpoint.tools.topics import make_topic_tool
 
     return make_topic_tool(load_policy().topics)
+
+
+def make_default_injection_tool() -> Any:
+    """``prompt_injection_check`` with the packaged policy's pattern rules and threshold."""
+    from setpoint.tools.injection import make_injection_tool
+
+    return make_injection_tool(load_policy().injection_detector)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,13 +179,32 @@ def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
+def unit_policy(directory: Path) -> Path:
+    """The packaged policy without topic examples and the grounding rule, written to ``directory``.
+
+    The tiny random model's words are never grounded in a passage, and the examples would load
+    the real sentence embedder; tests of those two checks use the packaged policy itself.
+    """
+    from importlib import resources as package
+
+    import yaml
+
+    data = yaml.safe_load(package.files("setpoint").joinpath("policy.yaml").read_text("utf-8"))
+    for topic in data["refused_topics"]:
+        topic.pop("examples", None)
+    data["output"] = {"grounding": False}
+    path = directory / "unit-policy.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def resources(
     tiny_generator: Generator, spans: InMemorySpanExporter, tmp_path: Any
 ) -> Iterator[Resources]:
     store = KeywordStore(list(PASSAGES))
     res = Resources(
-        settings=Settings.from_env().replace(cache_dir=tmp_path),
+        settings=Settings.from_env().replace(cache_dir=tmp_path, policy_file=unit_policy(tmp_path)),
         tracer_provider=configure_tracing(exporters=[spans]),
         _generator=tiny_generator,
         _store=store,

@@ -18,7 +18,7 @@ def test_trace_tree_sparkline_and_png(resources: Resources, tmp_path: Path, caps
     provider = configure_tracing(jsonl_path=spans)
     res = Resources(settings=resources.settings, tracer_provider=provider, _generator=resources.generator(), _store=resources.store())
     session = Setpoint(res.settings, tracer_provider=provider, resources=res)
-    result = session.ask("who won the super bowl ?", context=Context(max_new_tokens=6, setpoint=0.0, consecutive_steps=1))
+    result = session.ask("who won the super bowl ?", context=Context(max_new_tokens=6, setpoint=0.0, consecutive_steps=1, escalate_after_budget=False))
     provider.shutdown()
     png = tmp_path / "run.png"
     assert main(["trace", str(spans), "--png", str(png)]) == 0
