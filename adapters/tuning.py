@@ -62,6 +62,10 @@ class TuningConfig:
         learning_rate, epochs, warmup_steps, weight_decay, max_grad_norm: AdamW schedule
             (linear warm-up, then linear decay to zero).
         max_examples: use at most this many training questions (None: all of them).
+        skip_examples: skip this many questions of the (seeded) training order first, so a
+            continued run (``init_adapter``) sees new questions.
+        init_adapter: continue training this saved adapter instead of a fresh LoRA (its
+            rank and target modules must match).
         max_steps: stop after this many optimizer steps (None: all epochs).
         group_size: at most this many questions sharing one context per step.
         distractors: retrieved passages added next to the gold one (RAFT).
@@ -72,7 +76,7 @@ class TuningConfig:
 
     Example:
         >>> TuningConfig(rank=8).alpha
-        32.0
+        32
         >>> TuningConfig(rank=0)
         Traceback (most recent call last):
         ...
@@ -81,7 +85,7 @@ class TuningConfig:
 
     task: Task = "read"
     rank: int = 16
-    alpha: float = 32.0
+    alpha: int = 32
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     learning_rate: float = 5e-4
@@ -90,6 +94,8 @@ class TuningConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     max_examples: int | None = None
+    skip_examples: int = 0
+    init_adapter: str | None = None
     max_steps: int | None = None
     group_size: int = 8
     distractors: int = 2
@@ -103,8 +109,8 @@ class TuningConfig:
             raise ConfigError(f"task must be 'read' or 'qa', got {self.task!r}")
         if not isinstance(self.rank, int) or self.rank < 1:
             raise ConfigError(f"rank must be a positive integer, got {self.rank}")
-        if not self.alpha > 0:
-            raise ConfigError(f"alpha must be positive, got {self.alpha}")
+        if not isinstance(self.alpha, int) or self.alpha < 1:
+            raise ConfigError(f"alpha must be a positive integer, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.target_modules or not all(
@@ -116,7 +122,7 @@ class TuningConfig:
         for name in ("epochs", "group_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "distractors"):
+        for name in ("warmup_steps", "distractors", "skip_examples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_examples", "max_steps"):
@@ -188,7 +194,9 @@ def reader_groups(
     rng.shuffle(chunks)
     groups: list[TrainingGroup] = []
     # Distractors are retrieved only for the groups kept under max_examples.
-    for group in _cap_examples([TrainingGroup((), c) for c in chunks], config.max_examples):
+    for group in _cap_examples(
+        [TrainingGroup((), c) for c in chunks], config.max_examples, config.skip_examples
+    ):
         gold = dataset.passages[group.items[0].passage_id]
         context: list[Passage] = [gold]
         if (
@@ -214,10 +222,18 @@ def knowledge_groups(
         TrainingGroup((), tuple(questions[i : i + config.group_size]))
         for i in range(0, len(questions), config.group_size)
     ]
-    return _cap_examples(groups, config.max_examples)
+    return _cap_examples(groups, config.max_examples, config.skip_examples)
 
 
-def _cap_examples(groups: list[TrainingGroup], limit: int | None) -> list[TrainingGroup]:
+def _cap_examples(
+    groups: list[TrainingGroup], limit: int | None, skip: int = 0
+) -> list[TrainingGroup]:
+    if skip:
+        # Whole groups only: a group's questions share one context and one step.
+        skipped = 0
+        while groups and skipped < skip:
+            skipped += len(groups[0].items)
+            groups = groups[1:]
     if limit is None:
         return groups
     kept, seen = [], 0
@@ -330,6 +346,8 @@ class TrainingReport:
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
     stopped_early: str | None = None
+    #: Indices (into the groups given to ``train_lora``) of the groups trained on, in order.
+    trained_groups: list[int] = field(default_factory=list)
 
     @property
     def tokens_per_s(self) -> float:
@@ -369,6 +387,8 @@ def lora_model(generator: Generator, config: TuningConfig) -> Any:
             f"pick from e.g. {sorted(m for m in modules if m.endswith('_proj'))}"
         )
     torch.manual_seed(config.seed)
+    if config.init_adapter is not None:
+        return _continued_adapter(generator, config)
     lora = LoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
@@ -378,6 +398,22 @@ def lora_model(generator: Generator, config: TuningConfig) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(generator.model, lora)
+
+
+def _continued_adapter(generator: Generator, config: TuningConfig) -> Any:
+    from peft import PeftConfig, PeftModel
+
+    directory = Path(str(config.init_adapter)).expanduser()
+    if not (directory / "adapter_config.json").is_file():
+        raise ConfigError(f"no adapter to continue at {directory} (adapter_config.json missing)")
+    saved = PeftConfig.from_pretrained(str(directory))
+    targets = sorted(saved.target_modules or ())
+    if saved.r != config.rank or targets != sorted(config.target_modules):
+        raise ConfigError(
+            f"the adapter at {directory} has rank {saved.r} on {targets}; continue it with "
+            "the same --rank and --targets"
+        )
+    return PeftModel.from_pretrained(generator.model, str(directory), is_trainable=True)
 
 
 def train_lora(
@@ -457,7 +493,7 @@ def train_lora(
                         f"loss became {float(loss)} at step {report.steps}; lower the learning rate"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
@@ -467,6 +503,7 @@ def train_lora(
                 report.tokens_seen += tokens
                 report.answer_tokens += answer_tokens
                 report.losses.append(value)
+                report.trained_groups.append(index)
                 smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
                 bar.update(1)
                 bar.set_postfix(loss=f"{smoothed:.3f}", examples=report.examples_seen)
@@ -619,6 +656,8 @@ def tune(
     from setpoint.adapters.qa_data import load_squad, sample_questions, split_titles
 
     started = time.time()
+    # Read before training: ``out_dir`` may be the adapter being continued.
+    previous = _earlier_stage(Path(config.init_adapter)) if config.init_adapter else None
     dataset = load_squad(data_dir)
     split = split_titles(dataset.question_counts(), eval_fraction=eval_fraction, seed=split_seed)
     train_passages = [p for p in dataset.passages.values() if p.title in set(split.train)]
@@ -638,8 +677,9 @@ def tune(
     model, report = train_lora(
         generator, groups, config, progress=progress, max_seconds=max_seconds
     )
+    trained = [groups[i] for i in dict.fromkeys(report.trained_groups)]
     seen_passages = sorted(
-        {p.id: p for g in groups for p in g.passages}.values(), key=lambda p: p.id
+        {p.id: p for g in trained for p in g.passages}.values(), key=lambda p: p.id
     )
     record: dict[str, Any] = {
         "task": config.task,
@@ -649,7 +689,8 @@ def tune(
         "data": {
             "directory": str(dataset.directory),
             "sha256": dataset.fingerprint,
-            "training_questions": sum(len(g.items) for g in groups),
+            "training_questions": sum(len(g.items) for g in trained),
+            "training_questions_available": sum(len(g.items) for g in groups),
             "training_passages": len(seen_passages) if config.task == "read" else 0,
             "training_passages_sha256": passages_digest(seen_passages) if seen_passages else None,
         },
@@ -662,6 +703,7 @@ def tune(
             else "Weaviate hybrid search (alpha 0.5), hits from evaluation titles dropped"
         ),
         "training": report.to_dict(),
+        "continued_from": previous,
     }
     directory = save_adapter(model, out_dir, config=config, record=record, split=split)
     generator.model = model.unload()
@@ -677,6 +719,23 @@ def tune(
             json.dumps(save_record, indent=2) + "\n", encoding="utf-8"
         )
     return TuneResult(directory, report, split, evaluation)
+
+
+def _earlier_stage(directory: Path) -> dict[str, Any] | None:
+    """What a continued adapter went through before (its record, per-step losses left out)."""
+    try:
+        record = json.loads((directory.expanduser() / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    training = {k: v for k, v in record.get("training", {}).items() if k != "losses"}
+    return {
+        "command": record.get("command"),
+        "created": record.get("created"),
+        "config": record.get("config"),
+        "training": training,
+        "evaluation": record.get("evaluation"),
+        "continued_from": record.get("continued_from"),
+    }
 
 
 def evaluate_reader(

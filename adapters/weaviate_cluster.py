@@ -232,12 +232,34 @@ class WeaviateCluster:
 
     def node_status(self, via: int = 0) -> dict[str, str]:
         """``{node name: status}`` as node ``via`` sees the cluster (``HEALTHY``, ``UNAVAILABLE``…)."""
-        request = urllib.request.Request(f"{self.nodes[via].url}/v1/nodes")
+        body = self._get_json(via, "/v1/nodes")
+        return {str(n["name"]): str(n.get("status", "")) for n in body.get("nodes", [])}
+
+    def _get_json(self, via: int, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.nodes[via].url}{path}")
         if self.api_keys:
             request.add_header("Authorization", f"Bearer {next(iter(self.api_keys))}")
         with _NO_PROXY.open(request, timeout=5.0) as response:
             body: dict[str, Any] = json.load(response)
-        return {str(n["name"]): str(n.get("status", "")) for n in body.get("nodes", [])}
+        return body
+
+    def leader(self) -> int:
+        """Index of the node that leads the Raft group (the schema's single writer) now.
+
+        Raises:
+            RetrievalError: no running node reports a leader.
+        """
+        for node in self.nodes:
+            if not node.is_running():
+                continue
+            try:
+                body = self._get_json(node.index, "/v1/cluster/statistics")
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            for stats in body.get("statistics", []):
+                if stats.get("raft", {}).get("state") == "Leader":
+                    return int(str(stats["name"]).rsplit("-", 1)[1])
+        raise RetrievalError("no node of the Weaviate cluster reports a Raft leader")
 
     def wait_healthy(self, timeout_s: float | None = None) -> None:
         """Wait until every running node reports every running node ``HEALTHY``.

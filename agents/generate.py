@@ -7,6 +7,7 @@ graph goes back to retrieval with the question plus the partial answer as the qu
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from langgraph.config import get_stream_writer
@@ -27,6 +28,19 @@ def _stream_writer() -> Any:
         return lambda _chunk: None
 
 
+def _reader_options(ctx: Any) -> tuple[str | None, bool, float]:
+    """Reader adapter, grounded decoding and reader setpoint of a run.
+
+    ``graphs.context.Context`` has all three; a leaner ``RunContext`` gets the plain reader
+    (base model, free decoding, never abstains).
+    """
+    return (
+        getattr(ctx, "reader_adapter", None),
+        bool(getattr(ctx, "grounded", False)),
+        float(getattr(ctx, "reader_setpoint", math.inf)),
+    )
+
+
 def make_generate(res: Resources) -> Any:
     def generate(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         from setpoint.adapters.generator import Passage
@@ -40,14 +54,28 @@ def make_generate(res: Resources) -> Any:
         retrievals = int(state.get("retrieval_calls", 0))
         phase = "reader" if passages else "closed_book"
         write = _stream_writer()
+        reader_adapter, grounded, reader_setpoint = _reader_options(ctx)
         with node_span(res.tracer, "generate", **{"setpoint.phase": phase}) as node:
-            adapter = select_adapter(res, ctx.adapter)
             generator = res.generator()
+            if passages:
+                from setpoint.adapters.grounding import SpanConstraint
+                from setpoint.adapters.reader_adapter import resolve_reader
+
+                # The retrieve route reads with the reader adapter; the answer route keeps
+                # the knowledge adapter. PEFT switches them on the one loaded base model.
+                adapter = select_adapter(
+                    res, resolve_reader(generator.model.config, reader_adapter)
+                )
+                constraint = SpanConstraint.for_generator(generator, passages) if grounded else None
+            else:
+                adapter = select_adapter(res, ctx.adapter)
+                constraint = None
             prompt = generator.prompt_ids(question, passages)
             thermostat = Thermostat(thresholds, retrievals_used=retrievals)
             trace: list[dict[str, Any]] = list(state.get("signal_trace") or [])
             pieces: list[str] = []
             entropies: list[float] = []
+            tokens: list[Any] = []
             fired_at: int | None = None
             finish = "length"
             with res.tracer.start_as_current_span(f"chat {generator.name}") as chat:
@@ -63,8 +91,15 @@ def make_generate(res: Resources) -> Any:
                         ATTR.ADAPTER: adapter,
                     },
                 )
-                for token in generator.stream(prompt, max_new_tokens=ctx.max_new_tokens):
-                    watched = token.signals.surprisal if ctx.trigger == "surprisal" else token.signals.entropy
+                for token in generator.stream(
+                    prompt, max_new_tokens=ctx.max_new_tokens, logits_processor=constraint
+                ):
+                    tokens.append(token)
+                    watched = (
+                        token.signals.surprisal
+                        if ctx.trigger == "surprisal"
+                        else token.signals.entropy
+                    )
                     event = thermostat.update(watched)
                     record = {
                         "phase": phase,
@@ -106,8 +141,12 @@ def make_generate(res: Resources) -> Any:
                         ATTR.FINISH_REASONS: [finish],
                         ATTR.THERMOSTAT_FIRED_AT: fired_at,
                         # Numbers only (no text): what `setpoint trace` draws.
-                        ATTR.TOKEN_ENTROPY: [r["entropy"] for r in trace[len(state.get("signal_trace") or []) :]],
-                        ATTR.TOKEN_EMA: [r["ema"] for r in trace[len(state.get("signal_trace") or []) :]],
+                        ATTR.TOKEN_ENTROPY: [
+                            r["entropy"] for r in trace[len(state.get("signal_trace") or []) :]
+                        ],
+                        ATTR.TOKEN_EMA: [
+                            r["ema"] for r in trace[len(state.get("signal_trace") or []) :]
+                        ],
                         ATTR.SETPOINT: thresholds.setpoint,
                         ATTR.HYSTERESIS: thresholds.hysteresis,
                         ATTR.TRIGGER: ctx.trigger,
@@ -128,6 +167,21 @@ def make_generate(res: Resources) -> Any:
                 "answer_entropy": mean_entropy,
                 "pending_retrieval": fired_at is not None,
             }
+            uncertainty = math.nan
+            if passages and fired_at is None:
+                from setpoint.adapters.grounding import locate_quote, reader_uncertainty
+
+                uncertainty = reader_uncertainty(tokens)
+                quote = locate_quote(text, passages)
+                set_attributes(
+                    node,
+                    {
+                        "setpoint.grounded": constraint is not None,
+                        "setpoint.reader_uncertainty": uncertainty,
+                        "setpoint.reader_setpoint": reader_setpoint,
+                        "setpoint.quote_passage_id": quote.passage_id if quote else None,
+                    },
+                )
             if fired_at is not None:
                 update.update(
                     route="retrieve",
@@ -144,7 +198,16 @@ def make_generate(res: Resources) -> Any:
                     route="retrieve" if passages else "answer",
                     uncertain_after_budget=thermostat.fired_after_budget,
                 )
-                if not passages:
+                if passages and uncertainty > reader_setpoint:
+                    # Selective answering: check_output passes the route on to escalate.
+                    update.update(
+                        route="escalate",
+                        reason=(
+                            f"uncertain_after_retrieval:reader uncertainty {uncertainty:.2f} "
+                            f"> reader setpoint {reader_setpoint:g}"
+                        ),
+                    )
+                elif not passages:
                     update["reason"] = (
                         f"entropy EMA stayed under setpoint {thresholds.setpoint:g} "
                         f"(mean {mean_entropy:.2f} over {len(entropies)} tokens)"

@@ -164,8 +164,11 @@ class Resources:
 
     def close(self) -> None:
         """Close the store (and stop an embedded server this process started)."""
+        # Wait for a warm-up outside the lock: the warm-up thread takes the lock to build the
+        # store, so waiting while holding it deadlocks a run that fails before the warm-up starts.
+        warmup = self._warmup
+        if warmup is not None:
+            warmup.result()
         with self._lock:
-            if self._warmup is not None:
-                self._warmup.result()
             if self._store is not None and hasattr(self._store, "close"):
                 self._store.close()

@@ -48,12 +48,24 @@ class Context:
     #: (needs a checkpointer; ``Setpoint`` opens SQLite by default, see SETPOINT_REVIEW).
     review: bool = False
     #: Escalate when the thermostat wanted another retrieval after the budget was spent
-    #: (reason ``uncertain_after_budget``); False gives the answer anyway.
-    escalate_after_budget: bool = True
+    #: (reason ``uncertain_after_budget``). Off by default: with the base SmolLM2 the reader
+    #: pass trips the thermostat on most answers, right or wrong (BENCHMARKS.md, "Policy").
+    escalate_after_budget: bool = False
+    #: LoRA adapter of the retrieve route: "auto" (the shipped reader adapter when it fits
+    #: the generator, else the base model), a loaded adapter's name or directory, or None.
+    #: ``adapter`` stays the one of the answer route (a knowledge adapter).
+    reader_adapter: str | None = "auto"
+    #: Constrain answers on the retrieve route to quotes of the passages (exact citations).
+    grounded: bool = True
+    #: Selective answering: when the reader's uncertainty (``grounding.reader_uncertainty``,
+    #: nats) is above this, the question is escalated instead of answered; inf never abstains.
+    reader_setpoint: float = math.inf
 
     def __post_init__(self) -> None:
         if self.trigger not in {"entropy", "surprisal"}:
             raise ConfigError(f"trigger must be 'entropy' or 'surprisal', got {self.trigger!r}")
+        if math.isnan(self.reader_setpoint):
+            raise ConfigError("reader_setpoint cannot be NaN; use inf to never abstain")
 
     def thresholds(self) -> Thresholds:
         """The thermostat's view of this context (validated there)."""

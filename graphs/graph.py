@@ -27,12 +27,18 @@ from setpoint.agents.routing import (
 )
 from setpoint.graphs.context import Context
 from setpoint.graphs.state import InputState, OutputState, SetpointState
+from setpoint.settings import Settings
 
 __all__ = ["build_graph", "graph"]
 
 
 def build_graph(resources: Resources | None = None, *, checkpointer: Any = None) -> Any:
     """Compile the controller graph over ``resources`` (built lazily from settings when None).
+
+    ``checkpointer`` keeps each thread's state between invocations; it is required for
+    ``Context(review=True)``, where ``escalate`` pauses with ``interrupt()`` and a later
+    ``invoke(Command(resume=...), config)`` on the same thread finishes the run
+    (``setpoint.adapters.checkpoints.open_checkpointer`` opens SQLite or Postgres).
 
     Example:
         >>> g = build_graph()
@@ -62,4 +68,5 @@ def build_graph(resources: Resources | None = None, *, checkpointer: Any = None)
     return builder.compile(checkpointer=checkpointer, name="setpoint")
 
 
-graph = build_graph()
+# What `langgraph dev` / `setpoint serve` serve: a server, so its Weaviate requires a key.
+graph = build_graph(Resources(settings=Settings.from_env().for_server()))

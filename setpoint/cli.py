@@ -50,6 +50,11 @@ def _print_result(result: Any) -> None:
         f"({result.seconds:.2f} s)"
     )
     print(f"   why: {result.reason}")
+    if result.status == "pending_review":
+        print(
+            f"   paused for review: setpoint review {result.thread_id} "
+            "--approve | --edit TEXT | --reject [--note TEXT]"
+        )
     if result.retrieval_unavailable:
         print("   note: Weaviate was unavailable; this answer comes from the weights alone")
     for c in result.citations:
@@ -70,6 +75,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["trace_file_override"] = Path(args.trace_file)
     if getattr(args, "console_trace", False):
         changes["trace_console"] = True
+    if getattr(args, "review", False):
+        changes["review"] = True
     return settings.replace(**changes) if changes else settings
 
 
@@ -83,24 +90,60 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
 
 def _report_ingest(report: Any, path: Path) -> int:
-    for line, reason in report.skipped_lines:
-        print(f"{path}:{line}: skipped: {reason}", file=sys.stderr)
-    for object_id, reason in report.failed:
-        print(f"{path}: failed {object_id}: {reason}", file=sys.stderr)
-    rate = report.added / report.seconds if report.seconds > 0 else 0.0
+    for part in report.parts or [report]:
+        where = path if not report.parts else path / part.source.split("/", 1)[-1]
+        for line, reason in part.skipped_lines:
+            print(f"{where}:{line}: skipped: {reason}", file=sys.stderr)
+        for object_id, reason in part.failed:
+            print(f"{where}: failed {object_id}: {reason}", file=sys.stderr)
+    for source, passage_id in report.deleted[:20]:
+        print(f"deleted {passage_id} ({source})")
+    if len(report.deleted) > 20:
+        print(f"… and {len(report.deleted) - 20} more deleted")
+    skipped = len(report.skipped_lines) + sum(len(p.skipped_lines) for p in report.parts)
     print(
-        f"ingest: {report.added} passages written from {path.name} in {report.seconds:.1f} s "
-        f"({rate:.0f}/s), {len(report.skipped_lines)} bad lines, {len(report.failed)} failed"
+        f"ingest: {report.added + report.updated} passages written from {path.name} "
+        f"({report.summary()}), {skipped} bad lines"
     )
-    return 0 if not report.skipped_lines and not report.failed else 1
+    return 0 if report.ok else 1
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from setpoint.adapters.chunking import ChunkPolicy
     from setpoint.api import Setpoint
+    from setpoint.errors import InputError
 
-    path = Path(args.file) if args.file else _sample_corpus()
+    if args.delete and (args.file or args.sync):
+        raise InputError("--delete takes passage ids, not a file or folder")
+    if args.sync and args.file:
+        raise InputError("give either FILE or --sync FOLDER, not both")
+    if args.source and not args.delete:
+        raise InputError("--source goes with --delete")
+    chunking = ChunkPolicy(max_words=args.chunk_words, overlap_words=args.chunk_overlap)
+    path = Path(args.sync or args.file) if (args.sync or args.file) else _sample_corpus()
     with Setpoint(_settings(args)) as sp:
-        report = sp.ingest(path, progress=not args.quiet)
+        if args.recreate:
+            sp.resources.store().recreate_collection()
+        try:
+            if args.delete:
+                report = sp.delete_passages(args.delete, source=args.source)
+                missing = len(set(args.delete) - {pid for _, pid in report.deleted})
+                print(f"ingest: deleted {len(report.deleted)} passages, {missing} ids not found")
+                return 0
+            report = sp.ingest(
+                path,
+                progress=not args.quiet,
+                sync=bool(args.sync),
+                chunking=chunking,
+                batch_size=args.batch_size,
+            )
+        except KeyboardInterrupt:
+            print(
+                "setpoint: ingest interrupted; run the same command again to finish "
+                "(stored passages are skipped, none is written twice)",
+                file=sys.stderr,
+            )
+            return 130
     return _report_ingest(report, path)
 
 
@@ -122,6 +165,47 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     with Setpoint(settings) as sp:
         sp.resources.warm_up_retrieval()
         result = sp.ask(question, context=sp.context(**_context_overrides(args)))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        _print_result(result)
+    return 0
+
+
+def _print_pending(pending: list[dict[str, Any]], where: str) -> None:
+    if not pending:
+        print(f"review: no paused runs in {where}")
+        return
+    for run in pending:
+        print(f"{run['thread_id']}  {run.get('created_at', '')}  reason={run.get('reason', '')}")
+        print(f"   Q: {run.get('question', '')}")
+        print(f"   draft: {run.get('draft_answer') or '(none)'}")
+        for check in run.get("failed_checks") or []:
+            where_ = check.get("passage_id") or check.get("target", "")
+            print(f"   failed: {check.get('check')} on {where_}: {check.get('reason')} {check.get('matched', '')}".rstrip())
+    print(f"{len(pending)} paused; resume one with: setpoint review THREAD --approve | --edit TEXT | --reject")
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from setpoint.api import Setpoint
+    from setpoint.errors import InputError
+
+    settings = _settings(args).replace(review=True)
+    chosen = [name for name, on in (("approve", args.approve), ("edit", args.edit is not None), ("reject", args.reject)) if on]
+    if args.thread is None and chosen:
+        raise InputError("name the paused run to resume: setpoint review THREAD --approve")
+    if args.thread is not None and len(chosen) != 1:
+        raise InputError("choose exactly one of --approve, --edit TEXT or --reject")
+    with Setpoint(settings) as sp:
+        if args.thread is None:
+            pending = sp.pending_reviews()
+            if args.json:
+                print(json.dumps(pending, indent=2, default=str))
+            else:
+                _print_pending(pending, settings.checkpoints)
+            return 0
+        decision = {"action": chosen[0], "answer": args.edit or "", "note": args.note or ""}
+        result = sp.resume(args.thread, decision)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -213,6 +297,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         epochs=args.epochs,
         max_examples=args.max_examples,
+        skip_examples=args.skip_examples,
+        init_adapter=args.init_adapter,
         max_steps=args.max_steps,
         group_size=args.group_size,
         distractors=args.distractors,
@@ -336,9 +422,44 @@ def build_parser() -> argparse.ArgumentParser:
     setup.set_defaults(func=_cmd_setup)
 
     ingest = sub.add_parser(
-        "ingest", help="ingest a JSONL file of passages ({id, title, text}) into Weaviate"
+        "ingest",
+        help="ingest passages (JSONL, Markdown, text; a file or a folder) into Weaviate",
+        description=(
+            "Chunk, embed and write passages. Re-running writes only what changed; an "
+            "interrupted run, run again, finishes the job. Ends with a summary: added, "
+            "updated, unchanged, deleted, failed."
+        ),
     )
-    ingest.add_argument("file", nargs="?", help="JSONL file (default: the packaged SQuAD sample)")
+    ingest.add_argument(
+        "file",
+        nargs="?",
+        help="a .jsonl ({id, title, text, ...} per line), .md or .txt file, or a folder of them "
+        "(default: the packaged SQuAD sample)",
+    )
+    ingest.add_argument(
+        "--sync",
+        metavar="FOLDER",
+        help="ingest FOLDER and delete passages whose file (or line, or section) is gone",
+    )
+    ingest.add_argument(
+        "--delete", nargs="+", metavar="ID", help="delete these passage ids instead of ingesting"
+    )
+    ingest.add_argument("--source", help="with --delete: only in this source (a file name)")
+    ingest.add_argument(
+        "--chunk-words", type=int, default=180, help="longest chunk, in words (default 180)"
+    )
+    ingest.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=30,
+        help="words of the previous chunk repeated at the start of the next (default 30)",
+    )
+    ingest.add_argument(
+        "--batch-size", type=int, default=64, help="passages per embedding and write batch"
+    )
+    ingest.add_argument(
+        "--recreate", action="store_true", help="delete the whole collection first, then ingest"
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(func=_cmd_ingest)
 
@@ -358,8 +479,29 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--alpha", type=float, help="hybrid weight: 0 = BM25 only, 1 = vector only")
     ask.add_argument("--max-new-tokens", type=int, help="answer length cap")
     ask.add_argument("--adapter", help="name of a loaded LoRA adapter to answer with")
+    ask.add_argument(
+        "--review",
+        action="store_true",
+        help="pause an escalated question for `setpoint review` instead of abstaining",
+    )
     tracing_flags(ask)
     ask.set_defaults(func=_cmd_ask)
+
+    review = sub.add_parser(
+        "review",
+        help="list runs paused for review, or resume one with a decision",
+        description="Without THREAD: list paused runs (SETPOINT_CHECKPOINT_URL, default "
+        "<cache>/checkpoints.sqlite). With THREAD: approve the draft answer, edit it, or reject.",
+    )
+    review.add_argument("thread", nargs="?", help="the paused run's thread id (from the list)")
+    decision = review.add_mutually_exclusive_group()
+    decision.add_argument("--approve", action="store_true", help="give the draft answer")
+    decision.add_argument("--edit", metavar="TEXT", help="give this answer instead")
+    decision.add_argument("--reject", action="store_true", help="abstain")
+    review.add_argument("--note", help="reviewer's note (shown with a rejection)")
+    review.add_argument("--json", action="store_true", help="machine-readable output")
+    tracing_flags(review)
+    review.set_defaults(func=_cmd_review)
 
     tune = sub.add_parser(
         "tune",
@@ -371,12 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--data", help="folder with passages.jsonl and questions.jsonl (default: SETPOINT_SQUAD_DIR or ../shared/data/squad)")
     tune.add_argument("--out", help="adapter folder (default: <cache>/adapters/reader or knowledge)")
     tune.add_argument("--rank", type=int, default=16, help="LoRA rank")
-    tune.add_argument("--lora-alpha", type=float, default=32.0, help="LoRA alpha (scale = alpha / rank)")
+    tune.add_argument("--lora-alpha", type=int, default=32, help="LoRA alpha (scale = alpha / rank)")
     tune.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout")
     tune.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated module names")
     tune.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW, linear warm-up and decay)")
     tune.add_argument("--epochs", type=int, default=1)
     tune.add_argument("--max-examples", type=int, help="train on at most this many questions")
+    tune.add_argument(
+        "--skip-examples", type=int, default=0, help="skip the first N questions of the training order"
+    )
+    tune.add_argument("--init-adapter", help="continue training this adapter (same rank and targets)")
     tune.add_argument("--max-steps", type=int, help="stop after this many steps (reproducible)")
     tune.add_argument("--max-seconds", type=float, help="stop after this much training time")
     tune.add_argument("--group-size", type=int, default=8, help="questions sharing one context per step")

@@ -18,10 +18,13 @@ _BARS = "▁▂▃▄▅▆▇█"
 
 def read_spans(path: Path) -> list[dict[str, Any]]:
     """Every span in a JSON-lines file; a cut or foreign line is an ``InputError`` naming it."""
+    if path.exists() and not path.is_file():
+        # A directory fails anyway; a device such as /dev/zero would be read forever.
+        raise InputError(f"{path} is not a regular file; give a JSON-lines span file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read trace file {path}: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: NUL or lone surrogates in the name, bad UTF-8
+        raise InputError(f"cannot read trace file {path!r}: {exc}") from None
     spans = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

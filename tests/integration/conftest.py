@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from langchain_core.embeddings import Embeddings
 
 from setpoint.adapters.corpus import PassageRecord, read_jsonl
 from setpoint.adapters.embedder import Embedder
@@ -68,3 +70,27 @@ def squad_passages(squad_dir: Path) -> list[PassageRecord]:
     assert not bad, f"unexpected bad lines in {path}: {bad[:3]}"
     first: list[PassageRecord] = records[:50]
     return first
+
+
+class HashEmbeddings(Embeddings):
+    """A distinct 32-dim vector per text from its SHA-256: vectors without a model's CPU cost.
+
+    For tests of Weaviate's own behaviour (replication, full disks), where the vectors'
+    meaning does not matter; the real embedder is used wherever search quality does.
+    """
+
+    def _vector(self, text: str) -> list[float]:
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        return [b / 255.0 - 0.5 for b in digest]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self._vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vector(text)
+
+
+@pytest.fixture(scope="session")
+def hash_embedder() -> Embeddings:
+    """Cheap deterministic embeddings (see ``HashEmbeddings``)."""
+    return HashEmbeddings()

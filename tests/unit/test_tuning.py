@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_generator
+from conftest import PASSAGES as STORE_PASSAGES
+from conftest import KeywordStore, make_tiny_generator
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from setpoint.adapters.generator import Generator
 from setpoint.adapters.lexical import Bm25Index
 from setpoint.adapters.qa_data import TitleSplit, load_squad, split_titles
+from setpoint.adapters.reader_adapter import AUTO, adapter_fits, resolve_reader, shipped_reader_dir
 from setpoint.adapters.tuning import (
     RECORD_FILE,
     SPLIT_FILE,
@@ -20,11 +25,17 @@ from setpoint.adapters.tuning import (
     encode_group,
     group_loss,
     knowledge_groups,
+    lora_model,
     reader_groups,
     save_adapter,
     train_lora,
 )
+from setpoint.agents.resources import Resources
 from setpoint.errors import ConfigError
+from setpoint.graphs.context import Context
+from setpoint.graphs.graph import build_graph
+from setpoint.settings import Settings
+from setpoint.tracing import configure_tracing
 
 # A SQuAD-format corpus in the tiny tokenizer's vocabulary: three "articles".
 PASSAGES = [
@@ -217,3 +228,94 @@ def test_saved_adapter_reloads_with_its_record(squad_dir: Path, tmp_path: Path) 
     with torch.no_grad():
         base = fresh.model(input_ids=torch.tensor([prompt])).logits[0, -1]
     assert not torch.allclose(trained, base, atol=1e-2)
+
+
+def test_a_saved_adapter_continues_training_on_new_questions(
+    squad_dir: Path, tmp_path: Path
+) -> None:
+    data = load_squad(squad_dir)
+    titles = ["bowl", "france", "home"]
+    first = TuningConfig(rank=4, alpha=8, dropout=0.0, learning_rate=2e-2, epochs=4, group_size=1)
+    gen = learnable_tiny_generator()
+    groups = knowledge_groups(data, titles, replace(first, max_examples=4))
+    model, _ = train_lora(gen, groups, first, progress=False)
+    save_adapter(model, tmp_path / "stage1", config=first, record={})
+
+    second = replace(first, init_adapter=str(tmp_path / "stage1"), skip_examples=4)
+    later = knowledge_groups(data, titles, second)
+    assert {q.id for g in later for q in g.items}.isdisjoint(
+        {q.id for g in groups for q in g.items}
+    )
+    # Loaded from stage 1, not a fresh LoRA (whose B matrices start at zero), and trainable.
+    loaded = lora_model(learnable_tiny_generator(), second)
+    lora_b = [p for n, p in loaded.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.requires_grad for p in lora_b)
+    assert all(p.abs().sum() > 0 for p in lora_b)
+    _, report = train_lora(learnable_tiny_generator(), later, second, progress=False)
+    assert report.steps == len(later) * 4
+    with pytest.raises(ConfigError, match="same --rank"):
+        train_lora(learnable_tiny_generator(), later, replace(second, rank=8), progress=False)
+
+
+@pytest.fixture
+def two_adapters(tmp_path: Path) -> tuple[Generator, Path, Path]:
+    """A tiny generator and two random (non-zero) LoRA adapters saved beside it."""
+    from peft import LoraConfig, get_peft_model
+
+    gen = make_tiny_generator(seed=0)
+    dirs = []
+    for seed, name in ((1, "knowledge"), (2, "reader")):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(
+            gen.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        )
+        peft_model.save_pretrained(str(tmp_path / name))
+        gen.model = peft_model.unload()
+        dirs.append(tmp_path / name)
+    return make_tiny_generator(seed=0), dirs[0], dirs[1]
+
+
+def test_each_route_generates_with_its_own_adapter(
+    two_adapters: tuple[Generator, Path, Path], spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    gen, knowledge, reader = two_adapters
+    res = Resources(
+        settings=Settings.from_env().replace(cache_dir=tmp_path),
+        tracer_provider=configure_tracing(exporters=[spans]),
+        _generator=gen,
+        _store=KeywordStore(list(STORE_PASSAGES)),
+    )
+    graph = build_graph(res)
+    common = {"max_new_tokens": 4, "adapter": str(knowledge), "reader_adapter": str(reader)}
+
+    answered = graph.invoke(
+        {"question": "what is the capital of france ?"},
+        context=Context(setpoint=math.inf, **common),  # type: ignore[arg-type]
+    )
+    assert answered["route"] == "answer"
+    answer_chats = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+    assert [s.attributes["setpoint.adapter"] for s in answer_chats] == ["knowledge"]
+    spans.clear()
+
+    retrieved = graph.invoke(
+        {"question": "who won the super bowl ?"},
+        context=Context(probe_setpoint=0.0, setpoint=math.inf, **common),  # type: ignore[arg-type]
+    )
+    assert retrieved["retrieval_calls"] == 1
+    finished = spans.get_finished_spans()
+    probe = next(s for s in finished if s.name == "node probe")
+    chats = [s for s in finished if s.name.startswith("chat ")]
+    assert probe.attributes["setpoint.adapter"] == "knowledge"
+    assert [s.attributes["setpoint.adapter"] for s in chats] == ["reader"]
+    # Both adapters stay loaded on the one base model; switching reloads nothing.
+    assert set(gen.adapters) == {"knowledge", "reader"}
+
+
+def test_auto_reader_falls_back_to_the_base_model_when_it_does_not_fit() -> None:
+    gen = make_tiny_generator()
+    assert resolve_reader(gen.model.config, None) is None
+    assert resolve_reader(gen.model.config, "/some/dir") == "/some/dir"
+    shipped = shipped_reader_dir()
+    if (shipped / "adapter_config.json").is_file():
+        assert "hidden_size=576" in (adapter_fits(gen.model.config, shipped) or "")
+    assert resolve_reader(gen.model.config, AUTO) is None

@@ -1,0 +1,64 @@
+"""The reader adapter shipped with setpoint: where it lives, its training record, and whether it fits a generator."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from setpoint.adapters.tuning import RECORD_FILE
+
+__all__ = ["AUTO", "adapter_fits", "resolve_reader", "shipped_reader_dir", "training_record"]
+
+#: ``Context.reader_adapter`` value meaning "the shipped reader when it fits the generator".
+AUTO = "auto"
+
+
+def shipped_reader_dir() -> Path:
+    """The packaged reader adapter (``adapters/weights/reader`` in the source tree)."""
+    return Path(str(resources.files("setpoint.adapters").joinpath("weights/reader")))
+
+
+def training_record(directory: Path) -> dict[str, Any]:
+    """The adapter's training record, or ``{}`` when it has none (e.g. trained elsewhere)."""
+    try:
+        data = json.loads((Path(directory) / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def adapter_fits(model_config: Any, directory: Path) -> str | None:
+    """Why the adapter at ``directory`` cannot go on a model with ``model_config``; None when it can.
+
+    Compares the base-model card in the training record (architecture, width, depth,
+    vocabulary); an adapter without a record is assumed to fit.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(model_type="llama", hidden_size=32, num_hidden_layers=4, vocab_size=70)
+        >>> adapter_fits(cfg, shipped_reader_dir())  # doctest: +ELLIPSIS
+        'adapter ... was trained for hidden_size=576, this model has 32'
+    """
+    if not (Path(directory) / "adapter_config.json").is_file():
+        return f"no adapter at {directory}"
+    card = training_record(directory).get("base_model") or {}
+    for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
+        want, have = card.get(key), getattr(model_config, key, None)
+        if want is not None and want != have:
+            return f"adapter {Path(directory).name} was trained for {key}={want}, this model has {have}"
+    return None
+
+
+def resolve_reader(model_config: Any, requested: str | None) -> str | None:
+    """What ``Context.reader_adapter`` means for this model: a name or directory to load, or None.
+
+    ``"auto"`` is the shipped reader when it fits the model and the base model otherwise
+    (a different ``SETPOINT_MODEL_DIR`` cannot use SmolLM2's adapter); anything else is
+    returned as given.
+    """
+    if requested != AUTO:
+        return requested
+    directory = shipped_reader_dir()
+    return str(directory) if adapter_fits(model_config, directory) is None else None
