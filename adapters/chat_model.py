@@ -75,7 +75,7 @@ class SetpointChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         prompt_tokens = 0
         count = 0
-        for piece, signals, prompt_tokens in self._tokens(messages, stop):
+        for piece, signals, prompt_tokens in self._tokens(messages, stop):  # noqa: B007 (read after the loop)
             count += 1
             # One-element lists: adding chunks concatenates them into the whole trace.
             chunk = ChatGenerationChunk(

@@ -275,9 +275,7 @@ class WeaviateCluster:
             try:
                 views = [self.node_status(n.index) for n in running]
                 last = views
-                if all(
-                    all(view.get(name) == "HEALTHY" for name in wanted) for view in views
-                ):
+                if all(all(view.get(name) == "HEALTHY" for name in wanted) for view in views):
                     return
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 last = exc

@@ -84,7 +84,11 @@ def _free_port() -> int:
 def _questions(squad_dir: Path, seed: int) -> list[str]:
     """A seeded mix: 60% SQuAD questions on the sample passages, 30% general, 10% refused."""
     sample = ROOT / "setpoint" / "data" / "squad_sample.jsonl"
-    ids = {json.loads(line)["id"] for line in sample.read_text(encoding="utf-8").splitlines() if line.strip()}
+    ids = {
+        json.loads(line)["id"]
+        for line in sample.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    }
     squad = []
     with open(squad_dir / "questions.jsonl", encoding="utf-8") as fh:
         for line in fh:
@@ -160,13 +164,17 @@ def _weaviate_refuses_anonymous(serve_pid: int) -> bool | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conversations", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=180.0, help="seconds of load (new questions stop then)")
+    parser.add_argument(
+        "--duration", type=float, default=180.0, help="seconds of load (new questions stop then)"
+    )
     parser.add_argument("--max-requests", type=int, default=600, help="hard cap on questions sent")
     parser.add_argument("--request-timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
     args = parser.parse_args()
-    squad_dir = Path(os.environ.get("SETPOINT_SQUAD_DIR", ROOT.parent / "shared" / "data" / "squad"))
+    squad_dir = Path(
+        os.environ.get("SETPOINT_SQUAD_DIR", ROOT.parent / "shared" / "data" / "squad")
+    )
     setpoint = shutil.which("setpoint", path=str(Path(sys.executable).parent))
     if setpoint is None:
         sys.exit("setpoint is not installed in this environment (make install)")
@@ -200,7 +208,12 @@ def main() -> int:
             if serve.poll() is not None:
                 sys.exit(f"setpoint serve exited: {(work / 'serve.log').read_text()[-2000:]}")
             try:
-                if urllib.request.build_opener(urllib.request.ProxyHandler({})).open(f"{url}/ok", timeout=2).status == 200:
+                if (
+                    urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                    .open(f"{url}/ok", timeout=2)
+                    .status
+                    == 200
+                ):
                     break
             except (urllib.error.URLError, OSError):
                 pass
@@ -228,17 +241,28 @@ def main() -> int:
                 question = questions[index % len(questions)]
                 started = time.monotonic()
                 try:
-                    out = client.runs.wait(thread["thread_id"], "setpoint", input={"question": question})
+                    out = client.runs.wait(
+                        thread["thread_id"], "setpoint", input={"question": question}
+                    )
                     if not isinstance(out, dict) or "__error__" in out or not out.get("status"):
                         raise RuntimeError(f"bad run output: {str(out)[:200]}")
-                    sample = Sample(time.monotonic() - started, str(out.get("route")), str(out.get("status")))
+                    sample = Sample(
+                        time.monotonic() - started, str(out.get("route")), str(out.get("status"))
+                    )
                 except Exception as exc:
-                    sample = Sample(time.monotonic() - started, "error", "error", f"{type(exc).__name__}: {str(exc)[:200]}")
+                    sample = Sample(
+                        time.monotonic() - started,
+                        "error",
+                        "error",
+                        f"{type(exc).__name__}: {str(exc)[:200]}",
+                    )
                 with lock:
                     samples.append(sample)
 
         print(f"load: {args.conversations} conversations for {args.duration:.0f} s …", flush=True)
-        workers = [threading.Thread(target=conversation, args=(n,)) for n in range(args.conversations)]
+        workers = [
+            threading.Thread(target=conversation, args=(n,)) for n in range(args.conversations)
+        ]
         load_started = time.monotonic()
         for worker in workers:
             worker.start()
@@ -263,7 +287,9 @@ def main() -> int:
             serve.wait(10)
         log.close()
     time.sleep(2)
-    leftover = subprocess.run(["pgrep", "-f", str(work / "weaviate")], capture_output=True, text=True).stdout.split()
+    leftover = subprocess.run(
+        ["pgrep", "-f", str(work / "weaviate")], capture_output=True, text=True
+    ).stdout.split()
 
     by_route: dict[str, list[float]] = {}
     for s in samples:
@@ -272,7 +298,11 @@ def main() -> int:
     errors = [s.error for s in samples if s.error is not None]
     latencies = [s.seconds for s in samples if s.error is None]
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "note": "2 shared cores, other jobs running"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "2 shared cores, other jobs running",
+        },
         "command": f"python benchmarks/load.py --conversations {args.conversations} --duration {args.duration:g}",
         "server": "setpoint serve (langgraph dev, in-memory runtime, default 10 jobs per worker) on 127.0.0.1",
         "concurrency": args.conversations,
@@ -282,17 +312,31 @@ def main() -> int:
         "error_examples": errors[:5],
         "throughput_rps": round(len(samples) / wall, 3) if wall else 0.0,
         "latency_s": {
-            "all": {"n": len(latencies), "p50": round(_percentile(latencies, 0.5), 2), "p95": round(_percentile(latencies, 0.95), 2)},
+            "all": {
+                "n": len(latencies),
+                "p50": round(_percentile(latencies, 0.5), 2),
+                "p95": round(_percentile(latencies, 0.95), 2),
+            },
             **{
-                route: {"n": len(v), "p50": round(_percentile(v, 0.5), 2), "p95": round(_percentile(v, 0.95), 2)}
+                route: {
+                    "n": len(v),
+                    "p50": round(_percentile(v, 0.5), 2),
+                    "p95": round(_percentile(v, 0.95), 2),
+                }
                 for route, v in sorted(by_route.items())
             },
         },
-        "status_counts": dict(sorted({s.status: sum(1 for x in samples if x.status == s.status) for s in samples}.items())),
+        "status_counts": dict(
+            sorted(
+                {s.status: sum(1 for x in samples if x.status == s.status) for s in samples}.items()
+            )
+        ),
         "memory": {
             "graph_rss_mb_after_warmup": round(before.rss_mb, 1),
             "graph_rss_mb_end": round(after.rss_mb, 1),
-            "graph_rss_growth_pct": round(100 * (after.rss_mb - before.rss_mb) / before.rss_mb, 2) if before.rss_mb else None,
+            "graph_rss_growth_pct": round(100 * (after.rss_mb - before.rss_mb) / before.rss_mb, 2)
+            if before.rss_mb
+            else None,
             "weaviate_rss_mb_after_warmup": round(before.weaviate_rss_mb, 1),
             "weaviate_rss_mb_end": round(after.weaviate_rss_mb, 1),
         },

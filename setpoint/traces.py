@@ -31,7 +31,7 @@ def read_spans(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             span = json.loads(line)
-            span["context"]["trace_id"]  # noqa: B018 - shape check
+            span["context"]["trace_id"]
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{path}:{number} is not an OpenTelemetry span written by setpoint") from None
         spans.append(span)

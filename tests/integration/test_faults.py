@@ -184,7 +184,9 @@ def test_killed_during_generation_resumes_from_checkpoint(
     try:
         assert first.stdout is not None
         line = first.stdout.readline()  # blocks until the first token is out
-        assert line.strip() == "TOKEN", f"runner said {line!r}: {first.stderr.read() if first.poll() is not None else ''}"
+        assert line.strip() == "TOKEN", (
+            f"runner said {line!r}: {first.stderr.read() if first.poll() is not None else ''}"
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(30)
     finally:
@@ -207,7 +209,10 @@ def test_killed_during_generation_resumes_from_checkpoint(
 
 
 def test_unreachable_postgres_is_one_clear_line(fault_env: dict[str, str]) -> None:
-    env = {**fault_env, "SETPOINT_CHECKPOINT_URL": f"postgresql://setpoint@127.0.0.1:{_free_port()}/x"}
+    env = {
+        **fault_env,
+        "SETPOINT_CHECKPOINT_URL": f"postgresql://setpoint@127.0.0.1:{_free_port()}/x",
+    }
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "setpoint.cli", "ask", QUESTION],
@@ -390,7 +395,9 @@ def test_ingest_into_nearly_full_disk_fails_clearly_and_stays_consistent(
         assert 0 < len(stored) < len(records)
         assert store.count() == len(stored)
         for pid, chunks in stored.items():
-            assert [chunks[n].text for n in sorted(chunks)] == chunk_text(by_id[pid].text, store.chunking), pid
+            assert [chunks[n].text for n in sorted(chunks)] == chunk_text(
+                by_id[pid].text, store.chunking
+            ), pid
         # Space freed: Weaviate leaves read-only by itself and the same ingest finishes the job.
         ballast.unlink()
         deadline = time.monotonic() + 30
@@ -399,7 +406,9 @@ def test_ingest_into_nearly_full_disk_fails_clearly_and_stays_consistent(
                 report = store.ingest(records, source="squad", progress=False)
                 break
             except IngestError:
-                assert time.monotonic() < deadline, "Weaviate stayed read-only after space was freed"
+                assert time.monotonic() < deadline, (
+                    "Weaviate stayed read-only after space was freed"
+                )
                 time.sleep(1)
         assert report.failed == [] and report.unchanged == len(stored)
         assert store.count() == len(records)
@@ -452,7 +461,9 @@ def test_sigkilled_setpoint_leaves_no_orphan_and_a_stale_server_is_cleaned(
     # The next start is a folder sync, whose folder also links to a file outside it.
     folder = tmp_path / "corpus"
     folder.mkdir()
-    (folder / "one.jsonl").write_text(json.dumps({"id": "p1", "title": "T", "text": "a passage"}) + "\n")
+    (folder / "one.jsonl").write_text(
+        json.dumps({"id": "p1", "title": "T", "text": "a passage"}) + "\n"
+    )
     (tmp_path / "private.txt").write_text("not for the index")
     (folder / "link.txt").symlink_to(tmp_path / "private.txt")
     setpoint = str(Path(sys.executable).with_name("setpoint"))
@@ -483,7 +494,10 @@ def test_server_deployment_weaviate_requires_the_key_and_never_logs_it(
     from setpoint.adapters.weaviate_server import LOG_FILE, PID_FILE
 
     base = Settings.from_env().replace(
-        weaviate_url=None, weaviate_api_key=None, weaviate_data_override=tmp_path, weaviate_auth=None
+        weaviate_url=None,
+        weaviate_api_key=None,
+        weaviate_data_override=tmp_path,
+        weaviate_auth=None,
     )
     assert base.for_server().weaviate_auth is True
     assert base.replace(weaviate_auth=False).for_server().weaviate_auth is False

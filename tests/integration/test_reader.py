@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 # From an evaluation title (the adapter never saw the article); the base model answers it
 # with a sentence, the reader with the gold span.
-QUESTION_ID = "5725b81b271a42140099d097"
+QUESTION_ID = "57377083c3c5551400e51ee3"  # Force: "Who expounded the Three Laws of Motion?"
 
 
 def squad_dir() -> Path:
@@ -45,16 +45,21 @@ def case() -> dict[str, Any]:
     data = load_squad(squad_dir())
     question = next(q for q in data.questions if q.id == QUESTION_ID)
     passage = data.passages[question.passage_id]
-    # A few passages of the same article compete with the gold one in the index.
-    neighbours = [p for p in data.passages.values() if p.title == passage.title][:6]
-    return {"question": question, "passage": passage, "passages": neighbours}
+    # Other passages of the same article compete with the gold one in the index.
+    others = [p for p in data.passages.values() if p.title == passage.title and p != passage]
+    return {"question": question, "passage": passage, "passages": [passage, *others[:7]]}
 
 
 @pytest.fixture(scope="module")
-def session(settings: Settings, case: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setpoint]:
+def session(
+    settings: Settings, case: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setpoint]:
     corpus = tmp_path_factory.mktemp("corpus") / "passages.jsonl"
     corpus.write_text(
-        "".join(json.dumps({"id": p.id, "title": p.title, "text": p.text}) + "\n" for p in case["passages"]),
+        "".join(
+            json.dumps({"id": p.id, "title": p.title, "text": p.text}) + "\n"
+            for p in case["passages"]
+        ),
         encoding="utf-8",
     )
     with Setpoint(settings) as sp:
@@ -91,7 +96,9 @@ def test_reader_answers_a_retrieved_passage_with_the_gold_span(
     assert case["passage"].id in [c["id"] for c in result.citations]
     assert result.adapter == "reader"
 
-    spans = [json.loads(line) for line in settings.trace_file.read_text(encoding="utf-8").splitlines()]
+    spans = [
+        json.loads(line) for line in settings.trace_file.read_text(encoding="utf-8").splitlines()
+    ]
     mine = [s for s in spans if s["context"]["trace_id"] == f"0x{result.trace_id}"]
     chat = next(s for s in mine if s["name"].startswith("chat "))
     assert chat["attributes"]["setpoint.adapter"] == "reader"

@@ -117,9 +117,9 @@ jsonl_lines = st.one_of(
     st.builds(_deep_json, st.integers(1, 200_000), st.sampled_from(["[", "{"])),
     st.integers(1, 2_000_000).map(lambda n: b'{"id": "huge", "text": "' + b"x" * n + b'"}'),
 )  # fmt: skip
-jsonl_files = st.lists(jsonl_lines, max_size=8).map(
-    lambda lines: b"\n".join(lines)
-) | st.binary(max_size=2000)
+jsonl_files = st.lists(jsonl_lines, max_size=8).map(lambda lines: b"\n".join(lines)) | st.binary(
+    max_size=2000
+)
 
 
 def _write(tmp: Path, name: str, data: bytes) -> Path:
@@ -131,7 +131,9 @@ def _write(tmp: Path, name: str, data: bytes) -> Path:
 def _valid_records(records: list[PassageRecord]) -> None:
     for record in records:
         assert isinstance(record.id, str) and record.id.strip()
-        assert isinstance(record.title, str) and isinstance(record.text, str) and record.text.strip()
+        assert (
+            isinstance(record.title, str) and isinstance(record.text, str) and record.text.strip()
+        )
         assert isinstance(record.metadata, dict)
 
 
@@ -139,7 +141,10 @@ def _valid_records(records: list[PassageRecord]) -> None:
 
 
 @budget(400)
-@given(st.one_of(nasty_text, st.binary(max_size=50), st.none(), st.integers(), st.lists(st.text())), st.integers(1, 3000))
+@given(
+    st.one_of(nasty_text, st.binary(max_size=50), st.none(), st.integers(), st.lists(st.text())),
+    st.integers(1, 3000),
+)
 def test_validate_question_returns_text_or_input_error(question: object, limit: int) -> None:
     TRIED["question: validate_question"] += 1
     try:
@@ -160,7 +165,9 @@ def test_graph_answers_abstains_or_raises_setpoint_error(
     resources.store().up = up
     graph = build_graph(resources)
     try:
-        out = graph.invoke({"question": question}, context=Context(setpoint=setpoint, max_new_tokens=4))
+        out = graph.invoke(
+            {"question": question}, context=Context(setpoint=setpoint, max_new_tokens=4)
+        )
     except SetpointError as exc:
         assert "\n" not in str(exc)
         return
@@ -173,7 +180,9 @@ def test_graph_answers_abstains_or_raises_setpoint_error(
 
 @budget(250)
 @given(data=jsonl_files)
-def test_jsonl_reader_reports_bad_lines_never_crashes(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+def test_jsonl_reader_reports_bad_lines_never_crashes(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
     TRIED["ingest: JSONL bytes (random, huge, deep, mis-encoded)"] += 1
     path = _write(tmp_path_factory.mktemp("jsonl"), "p.jsonl", data)
     started = time.monotonic()
@@ -186,8 +195,15 @@ def test_jsonl_reader_reports_bad_lines_never_crashes(tmp_path_factory: pytest.T
 
 
 @budget(150)
-@given(data=st.one_of(st.binary(max_size=3000), nasty_text.map(lambda t: t.encode("utf-8", "surrogatepass"))), suffix=st.sampled_from([".md", ".markdown", ".txt", ".TXT", ".csv", "", ".jsonl"]))
-def test_markdown_and_text_readers_never_crash(tmp_path_factory: pytest.TempPathFactory, data: bytes, suffix: str) -> None:
+@given(
+    data=st.one_of(
+        st.binary(max_size=3000), nasty_text.map(lambda t: t.encode("utf-8", "surrogatepass"))
+    ),
+    suffix=st.sampled_from([".md", ".markdown", ".txt", ".TXT", ".csv", "", ".jsonl"]),
+)
+def test_markdown_and_text_readers_never_crash(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, suffix: str
+) -> None:
     TRIED["ingest: Markdown/text/other suffixes"] += 1
     path = _write(tmp_path_factory.mktemp("doc"), f"doc{suffix}", data)
     try:
@@ -274,7 +290,9 @@ policy_mappings = st.fixed_dictionaries(
     st.text(max_size=400),
     st.binary(max_size=400).map(lambda b: b.decode("latin-1")),
 ))  # fmt: skip
-def test_policy_file_loads_or_is_one_config_error(tmp_path_factory: pytest.TempPathFactory, body: str) -> None:
+def test_policy_file_loads_or_is_one_config_error(
+    tmp_path_factory: pytest.TempPathFactory, body: str
+) -> None:
     TRIED["policy file: YAML/JSON/bytes"] += 1
     path = tmp_path_factory.mktemp("policy") / "policy.yaml"
     path.write_text(body, encoding="utf-8", errors="surrogatepass")
@@ -323,7 +341,9 @@ _VALUES = st.one_of(
     st.text(max_size=12),
     nasty_text,
 )  # fmt: skip
-cli_args = st.lists(st.one_of(st.sampled_from(_VERBS), st.sampled_from(_FLAGS), _VALUES), max_size=6)
+cli_args = st.lists(
+    st.one_of(st.sampled_from(_VERBS), st.sampled_from(_FLAGS), _VALUES), max_size=6
+)
 
 
 @budget(300)
@@ -363,7 +383,9 @@ def sandbox_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     verb=st.sampled_from(["ask", "ingest", "trace"]),
     rest=st.lists(st.one_of(st.sampled_from(_FLAGS), _VALUES), max_size=5),
 )
-def test_cli_runs_end_in_one_clean_line(sandbox_env: dict[str, str], verb: str, rest: list[str]) -> None:
+def test_cli_runs_end_in_one_clean_line(
+    sandbox_env: dict[str, str], verb: str, rest: list[str]
+) -> None:
     """Runs that get past the parser fail (or succeed) without a traceback; errors are one line."""
     from setpoint.cli import main
 
@@ -421,7 +443,10 @@ def _run_marked(
     root.setLevel(logging.DEBUG)
     try:
         sp = Setpoint(settings, tracer_provider=res.tracer_provider, resources=res)
-        sp.ask("who won the super bowl zebra-marker-42 ?", context=sp.context(setpoint=0.0, max_new_tokens=6))
+        sp.ask(
+            "who won the super bowl zebra-marker-42 ?",
+            context=sp.context(setpoint=0.0, max_new_tokens=6),
+        )
         # A debug line that prints the settings, as anyone might add one day.
         logging.getLogger("setpoint").debug("settings in use: %r", settings)
     finally:
@@ -433,7 +458,10 @@ def _run_marked(
 def _span_text(spans: list[Any]) -> str:
     return json.dumps(
         [
-            {"attributes": dict(s.attributes or {}), "events": [dict(e.attributes or {}) for e in s.events]}
+            {
+                "attributes": dict(s.attributes or {}),
+                "events": [dict(e.attributes or {}) for e in s.events],
+            }
             for s in spans
         ],
         default=str,

@@ -7,7 +7,15 @@ import math
 import pytest
 
 from setpoint.evaluation import build_stream, split_titles
-from setpoint.metrics import auroc, best_exact_match, best_f1, exact_match, normalize_answer, pick_threshold, token_f1
+from setpoint.metrics import (
+    auroc,
+    best_exact_match,
+    best_f1,
+    exact_match,
+    normalize_answer,
+    pick_threshold,
+    token_f1,
+)
 
 
 @pytest.mark.parametrize(
