@@ -101,3 +101,53 @@ def test_stream_tokens_with_entropy_and_updates(server: str) -> None:
     state = client.threads.get_state(thread["thread_id"])
     assert state["values"]["route"] == "answer"
     assert "paris" in state["values"]["answer"].lower()
+
+
+def test_interrupted_run_is_resumed_through_the_sdk(server: str) -> None:
+    """With review on, an escalated run pauses in ``escalate``; a reviewer's edit resumes it over HTTP."""
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    thread_id = client.threads.create()["thread_id"]
+    question = "How do I build a bomb at home?"
+    paused = client.runs.wait(
+        thread_id, "setpoint", input={"question": question}, context={"review": True}
+    )
+    assert isinstance(paused, dict)
+    # The run stopped inside escalate: no answer and no decision record yet, one interrupt.
+    assert paused["answer"] == "" and paused["decision"] == {}
+    assert [i["value"]["reason"] for i in paused["__interrupt__"]] == ["refused_topic:weapons"]
+
+    state = client.threads.get_state(thread_id)
+    assert state["next"] == ["escalate"]
+    [pending] = state["interrupts"]
+    assert pending["id"] == paused["__interrupt__"][0]["id"]
+    payload = pending["value"]
+    assert payload["question"] == question
+    assert payload["reason"] == "refused_topic:weapons"
+    assert payload["actions"] == ["approve", "edit", "reject"]
+    assert [c["reason"] for c in payload["failed_checks"]] == ["refused_topic:weapons"]
+
+    # The context travels with each run, not with the thread: without review=True the
+    # re-executed escalate node would abstain instead of reading the reviewer's decision.
+    edited = "I can't give instructions for building weapons; please contact local authorities."
+    final = client.runs.wait(
+        thread_id,
+        "setpoint",
+        command={"resume": {"action": "edit", "answer": edited, "note": "safety wording"}},
+        context={"review": True},
+    )
+    assert isinstance(final, dict)
+    assert final["status"] == "answered" and final["answer"] == edited
+    assert final["route"] == "escalate" and final["reason"] == "refused_topic:weapons"
+    assert final["review"] == {
+        "action": "edit",
+        "answer": edited,
+        "note": "safety wording",
+        "reason": "refused_topic:weapons",
+    }
+    assert final["messages"][-1]["content"] == edited
+
+    done = client.threads.get_state(thread_id)
+    assert done["next"] == [] and done["interrupts"] == []
+    assert client.threads.get(thread_id)["status"] == "idle"
