@@ -52,7 +52,7 @@ class AskResult:
 
 
 def calibrated_context(path: Path) -> dict[str, Any]:
-    """The context fields a ``calibration.json`` sets (probe path and probe setpoint)."""
+    """The context fields a ``calibration.json`` sets: knowledge adapter, entropy setpoint, probe and its setpoint."""
     import json
 
     from setpoint.errors import ConfigError
@@ -62,6 +62,10 @@ def calibrated_context(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read calibration file {path}: {exc}; run `setpoint calibrate`") from None
     fields: dict[str, Any] = {}
+    if record.get("adapter"):
+        fields["adapter"] = record["adapter"]
+    if record.get("entropy_setpoint") is not None:
+        fields["setpoint"] = float(record["entropy_setpoint"])
     if record.get("probe_path") and record.get("probe_setpoint") is not None:
         fields["probe_path"] = record["probe_path"]
         fields["probe_setpoint"] = float(record["probe_setpoint"])

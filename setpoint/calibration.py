@@ -19,18 +19,41 @@ from setpoint.metrics import auroc, best_f1, pick_threshold
 
 if TYPE_CHECKING:
     from setpoint.api import Setpoint
+    from setpoint.graphs.context import Context
 
-__all__ = ["calibrate", "collect_features"]
+__all__ = ["ENTROPY_GRID", "calibrate", "collect_features", "thermostat_fires"]
+
+#: Candidate per-token entropy setpoints (nats) swept by ``setpoint calibrate``.
+ENTROPY_GRID = tuple(round(0.1 * i, 1) for i in range(1, 61))
 
 
-def collect_features(session: Setpoint, questions: list[EvalQuestion], layer: int, *, max_new_tokens: int = 24) -> list[dict[str, Any]]:
-    """Closed-book answer, F1 and signals for each question, plus the prefill hidden state at ``layer``."""
-    from tqdm import tqdm
-
+def thermostat_fires(context: Context, entropies: list[float]) -> bool:
+    """Would the thermostat of ``context`` fire on this closed-book entropy trace?"""
     from setpoint.agents.thermostat import Thermostat
 
+    thermostat = Thermostat(context.thresholds())
+    return any(thermostat.update(h).fired for h in entropies)
+
+
+def collect_features(
+    session: Setpoint,
+    questions: list[EvalQuestion],
+    layer: int,
+    *,
+    max_new_tokens: int = 24,
+    context: Context | None = None,
+) -> list[dict[str, Any]]:
+    """Closed-book answer, F1 and signals for each question, plus the prefill hidden state at ``layer``.
+
+    The answer comes from the context's knowledge adapter (the weights the answer route uses).
+    """
+    from tqdm import tqdm
+
+    from setpoint.agents.probe import select_adapter
+
+    ctx = context or session.context()
     generator = session.resources.generator()
-    thresholds = session.context().thresholds()
+    select_adapter(session.resources, ctx.adapter)
     rows = []
     for q in tqdm(questions, desc="closed-book", unit="q"):
         ids = generator.prompt_ids(q.question)
@@ -38,8 +61,7 @@ def collect_features(session: Setpoint, questions: list[EvalQuestion], layer: in
         tokens = [t for t in generator.stream(ids, max_new_tokens=max_new_tokens) if t.token_id not in generator.stop_ids]
         answer = "".join(t.text for t in tokens).strip()
         entropies = [t.signals.entropy for t in tokens] or [first.entropy]
-        thermostat = Thermostat(thresholds)
-        fired = any(thermostat.update(h).fired for h in entropies)
+        fired = thermostat_fires(ctx, entropies)
         rows.append(
             {
                 "qid": q.id,
@@ -49,6 +71,7 @@ def collect_features(session: Setpoint, questions: list[EvalQuestion], layer: in
                 "first_entropy": first.entropy,
                 "mean_entropy": sum(entropies) / len(entropies),
                 "thermostat_fired": fired,
+                "entropies": [round(h, 4) for h in entropies],
                 "hidden": hidden,
             }
         )
@@ -64,11 +87,15 @@ def calibrate(
     seed: int = 0,
     validation_fraction: float = 0.3,
     target_retrieval_rate: float = 0.5,
+    context: Context | None = None,
 ) -> dict[str, Any]:
     """Train the probe on train titles, report validation AUROC, choose setpoints, write files.
 
-    Writes ``probe-layer{L}.json`` (the probe with its record) and ``calibration.json`` (the
-    chosen values the CLI and ``Setpoint`` load) into ``out_dir``.
+    Two setpoints are chosen on the validation titles for ``target_retrieval_rate``: the
+    probe's (P(closed-book wrong) above it retrieves at prefill) and the thermostat's
+    per-token entropy setpoint (swept over ``ENTROPY_GRID`` with the context's EMA, hold
+    and warm-up). Writes ``probe-layer{L}.json`` (the probe with its record) and
+    ``calibration.json`` (the chosen values the CLI and ``Setpoint`` load) into ``out_dir``.
     """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -76,7 +103,8 @@ def calibrate(
     if not questions:
         raise ConfigError("no questions to calibrate on")
     started = time.perf_counter()
-    rows = collect_features(session, questions, layer)
+    ctx = context or session.context()
+    rows = collect_features(session, questions, layer, context=ctx)
     val_titles, _ = split_titles({r["title"] for r in rows}, validation_fraction, seed)
     train = [r for r in rows if r["title"] not in val_titles]
     val = [r for r in rows if r["title"] in val_titles]
@@ -127,7 +155,12 @@ def calibrate(
         [1.0] * len(val),
         target_retrieval_rate=target_retrieval_rate,
     )
+    entropy_choice = _entropy_setpoint(ctx, val, target_retrieval_rate)
     record = {
+        "adapter": ctx.adapter,
+        "entropy_setpoint": entropy_choice["setpoint"],
+        "entropy_validation_retrieval_rate": entropy_choice["retrieval_rate"],
+        "entropy_validation_wrong_caught": entropy_choice["wrong_caught"],
         "probe_path": str(probe_path),
         "probe_setpoint": choice.threshold if math.isfinite(choice.threshold) else None,
         "probe_validation_auroc": probe.validation_auroc,
@@ -151,3 +184,24 @@ def calibrate(
         "\n".join(json.dumps({k: v for k, v in r.items() if k != "hidden"}) for r in rows) + "\n", encoding="utf-8"
     )
     return record
+
+
+def _entropy_setpoint(ctx: Context, rows: list[dict[str, Any]], target_rate: float) -> dict[str, Any]:
+    """The lowest grid setpoint whose thermostat retrieves for at most ``target_rate`` of ``rows``.
+
+    Lowest = the most retrieval the budget allows, so the fewest wrong closed-book answers
+    get through. ``setpoint`` is None when even the highest grid value retrieves too often.
+    """
+    wrong = [r["f1"] < CORRECT_F1 for r in rows]
+    for value in ENTROPY_GRID:
+        trial = replace(ctx, setpoint=value)
+        fired = [thermostat_fires(trial, r["entropies"]) for r in rows]
+        rate = sum(fired) / len(rows)
+        if rate <= target_rate + 1e-12:
+            caught = sum(f and w for f, w in zip(fired, wrong, strict=True))
+            return {
+                "setpoint": value,
+                "retrieval_rate": rate,
+                "wrong_caught": caught / max(sum(wrong), 1),
+            }
+    return {"setpoint": None, "retrieval_rate": None, "wrong_caught": None}

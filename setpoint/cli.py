@@ -241,15 +241,24 @@ def _squad_dir(args: argparse.Namespace) -> Path:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from setpoint.api import Setpoint
     from setpoint.calibration import calibrate
-    from setpoint.evaluation import build_stream, load_squad
+    from setpoint.evaluation import build_stream, load_squad, split_titles
 
     settings = _settings(args).replace(collection=args.collection)
     passages, questions = load_squad(_squad_dir(args))
-    stream = build_stream(questions, passages, core_titles=set(), limit=args.limit or 300, seed=args.seed)
+    core, _ = split_titles({p["title"] for p in passages}, args.core_fraction, args.seed)
+    # The head of the same stream `setpoint eval` reads: run eval with --skip N to score on the rest.
+    stream = build_stream(questions, passages, core_titles=core, limit=args.limit or 300, seed=args.seed)
     out = Path(args.out) if args.out else settings.cache_dir / "calibration"
     with Setpoint(settings) as sp:
+        ctx = sp.context(**({"adapter": args.adapter} if args.adapter else {}))
         record = calibrate(
-            sp, stream, layer=args.layer, out_dir=out, seed=args.seed, target_retrieval_rate=args.target_retrieval_rate
+            sp,
+            stream,
+            layer=args.layer,
+            out_dir=out,
+            seed=args.seed,
+            target_retrieval_rate=args.target_retrieval_rate,
+            context=ctx,
         )
     print(json.dumps(record, indent=2))
     print(f"calibration written to {out / 'calibration.json'}; use it with SETPOINT_CALIBRATION={out / 'calibration.json'}")
@@ -264,7 +273,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else settings.cache_dir / "eval"
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     with Setpoint(settings) as sp:
-        probe = args.probe or sp.context().probe_path
+        ctx = sp.context(**({"adapter": args.adapter} if args.adapter else {}))
+        probe = args.probe or ctx.probe_path
         summary = evaluate(
             sp,
             squad_dir=_squad_dir(args),
@@ -275,6 +285,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             core_fraction=args.core_fraction,
             probe_path=probe,
             progress=not args.quiet,
+            skip=args.skip,
+            context=ctx,
         )
     print_table(summary["rows"])
     for name, value in summary["signal_auroc"].items():
@@ -548,6 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seed of the title split and the stream order")
         p.add_argument("--out", help="output folder (default: <cache>/eval or <cache>/calibration)")
         p.add_argument("--collection", default="SetpointEval", help="Weaviate collection for the evaluation index")
+        p.add_argument("--core-fraction", type=float, default=0.5, help="share of article titles in the core")
+        p.add_argument("--adapter", help="knowledge adapter (folder or loaded name) of the answer route")
 
     serve = sub.add_parser("serve", help="serve the graph on the LangGraph API (langgraph dev) for Studio and SDK clients")
     serve.add_argument("--port", type=int, default=2024)
@@ -576,7 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated; add 'probe' with --probe or after `setpoint calibrate`",
     )
     evaluate.add_argument("--probe", help="probe JSON for the probe strategy (default: from SETPOINT_CALIBRATION)")
-    evaluate.add_argument("--core-fraction", type=float, default=0.5, help="share of article titles in the core")
+    evaluate.add_argument(
+        "--skip", type=int, default=0, help="leave out the first N questions of the stream (the ones `setpoint calibrate --limit N` used)"
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_cmd_eval)
     return parser

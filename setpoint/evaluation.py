@@ -116,8 +116,13 @@ def build_stream(
     core_titles: set[str],
     limit: int | None,
     seed: int,
+    skip: int = 0,
 ) -> list[EvalQuestion]:
-    """Core and fringe questions mixed into one seeded stream (first ``limit`` of it)."""
+    """Core and fringe questions mixed into one seeded stream (``limit`` of it after the first ``skip``).
+
+    ``setpoint calibrate`` reads the head of a stream and ``setpoint eval --skip`` the rest,
+    so the probe and the setpoints are never chosen on the questions they are scored on.
+    """
     title_of = {p["id"]: p["title"] for p in passages}
     stream = [
         EvalQuestion(
@@ -131,6 +136,7 @@ def build_stream(
         for q in questions
     ]
     random.Random(seed).shuffle(stream)
+    stream = stream[skip:]
     return stream[:limit] if limit else stream
 
 
@@ -142,10 +148,13 @@ def strategy_context(base: Context, strategy: str, probe_path: str | None) -> Co
     if strategy == "always":
         return replace(base, setpoint=math.inf, probe_setpoint=-math.inf)
     if strategy == "entropy":
-        return base
+        # The thermostat alone: a calibrated probe in the base context is the probe strategy's.
+        return replace(base, probe_path=None, probe_setpoint=math.inf)
     if strategy == "flare":
         return replace(
             base,
+            probe_path=None,
+            probe_setpoint=math.inf,
             trigger="surprisal",
             setpoint=-math.log(FLARE_THETA),
             ema_alpha=1.0,
@@ -220,9 +229,13 @@ def _yes(generator: Any, system: str, user: str) -> bool:
 def _grader_record(session: Setpoint, q: EvalQuestion, ctx: Context) -> EvalRecord:
     """LangGraph's adaptive-RAG pattern with the same model as grader."""
     from setpoint.adapters.generator import Passage
+    from setpoint.agents.probe import select_adapter
 
     generator = session.resources.generator()
     started = time.perf_counter()
+    # Same weights as the graph's routes: the knowledge adapter judges and answers closed
+    # book, the reader adapter reads (with grounded decoding when the context asks for it).
+    select_adapter(session.resources, ctx.adapter)
     calls = 1
     needs_lookup = not _yes(
         generator,
@@ -247,7 +260,20 @@ def _grader_record(session: Setpoint, q: EvalQuestion, ctx: Context) -> EvalReco
             passages.append(Passage(hits[0].id, hits[0].title, hits[0].text))
         cited = [p.id for p in passages]
     calls += 1
-    tokens = [t for t in generator.stream(generator.prompt_ids(q.question, passages), max_new_tokens=ctx.max_new_tokens)]
+    if passages:
+        from setpoint.adapters.grounding import SpanConstraint
+        from setpoint.adapters.reader_adapter import resolve_reader
+
+        select_adapter(session.resources, resolve_reader(generator.model.config, ctx.reader_adapter))
+        constraint = SpanConstraint.for_generator(generator, passages) if ctx.grounded else None
+    else:
+        constraint = None
+    prompt = generator.prompt_ids(q.question, passages)
+    tokens = [
+        t
+        for t in generator.stream(prompt, max_new_tokens=ctx.max_new_tokens, logits_processor=constraint)
+        if t.token_id not in generator.stop_ids
+    ]
     answer = "".join(t.text for t in tokens).strip()
     return EvalRecord(
         strategy="grader",
@@ -523,13 +549,19 @@ def evaluate(
     core_fraction: float = 0.5,
     probe_path: str | None = None,
     progress: bool = True,
+    skip: int = 0,
+    context: Context | None = None,
 ) -> dict[str, Any]:
-    """The whole job: stream, index, run, summarise, sweep, plot, and write ``summary.json``."""
+    """The whole job: stream, index, run, summarise, sweep, plot, and write ``summary.json``.
+
+    ``skip`` leaves out the head of the stream (the questions ``setpoint calibrate`` used);
+    ``context`` is the base run context (default: the session's, calibration included).
+    """
     passages, raw_questions = load_squad(squad_dir)
     core, fringe = split_titles({p["title"] for p in passages}, core_fraction, seed)
-    stream = build_stream(raw_questions, passages, core_titles=core, limit=limit, seed=seed)
+    stream = build_stream(raw_questions, passages, core_titles=core, limit=limit, seed=seed, skip=skip)
     indexed = index_passages(session, passages, stream)
-    base = session.context()
+    base = context or session.context()
     records = run_eval(session, stream, strategies, out_dir, base_context=base, probe_path=probe_path, progress=progress)
     rows = summarize(records)
     never = [r for r in records if r.strategy == "never"]
@@ -545,7 +577,7 @@ def evaluate(
         "signal_auroc": signal_aurocs(never) if never else {},
         "frontiers": frontiers,
         "split": {"seed": seed, "core_fraction": core_fraction, "core_titles": sorted(core), "fringe_titles": sorted(fringe)},
-        "stream": {"questions": len(stream), "core": sum(q.part == "core" for q in stream), "indexed_passages": indexed},
+        "stream": {"questions": len(stream), "skip": skip, "core": sum(q.part == "core" for q in stream), "indexed_passages": indexed},
         "context": {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(base).items()},
         "probe_path": probe_path,
         "model": session.resources.generator().name,
