@@ -66,6 +66,9 @@ def calibrated_context(path: Path) -> dict[str, Any]:
         fields["adapter"] = record["adapter"]
     if record.get("entropy_setpoint") is not None:
         fields["setpoint"] = float(record["entropy_setpoint"])
+        for name in ("warmup_steps", "consecutive_steps"):
+            if record.get(f"thermostat_{name}") is not None:
+                fields[name] = int(record[f"thermostat_{name}"])
     if record.get("probe_path") and record.get("probe_setpoint") is not None:
         fields["probe_path"] = record["probe_path"]
         fields["probe_setpoint"] = float(record["probe_setpoint"])

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from setpoint.api import Setpoint
     from setpoint.graphs.context import Context
 
-__all__ = ["ENTROPY_GRID", "calibrate", "collect_features", "thermostat_fires"]
+__all__ = ["ENTROPY_GRID", "SHAPES", "calibrate", "collect_features", "thermostat_fires"]
 
 #: Candidate per-token entropy setpoints (nats) swept by ``setpoint calibrate``.
 ENTROPY_GRID = tuple(round(0.1 * i, 1) for i in range(1, 61))
@@ -93,8 +93,8 @@ def calibrate(
 
     Two setpoints are chosen on the validation titles for ``target_retrieval_rate``: the
     probe's (P(closed-book wrong) above it retrieves at prefill) and the thermostat's
-    per-token entropy setpoint (swept over ``ENTROPY_GRID`` with the context's EMA, hold
-    and warm-up). Writes ``probe-layer{L}.json`` (the probe with its record) and
+    per-token entropy setpoint with its warm-up and hold (swept over ``ENTROPY_GRID`` and
+    ``SHAPES`` with the context's EMA and hysteresis). Writes ``probe-layer{L}.json`` (the probe with its record) and
     ``calibration.json`` (the chosen values the CLI and ``Setpoint`` load) into ``out_dir``.
     """
     import numpy as np
@@ -159,6 +159,8 @@ def calibrate(
     record = {
         "adapter": ctx.adapter,
         "entropy_setpoint": entropy_choice["setpoint"],
+        "thermostat_warmup_steps": entropy_choice.get("warmup_steps"),
+        "thermostat_consecutive_steps": entropy_choice.get("consecutive_steps"),
         "entropy_validation_retrieval_rate": entropy_choice["retrieval_rate"],
         "entropy_validation_wrong_caught": entropy_choice["wrong_caught"],
         "probe_path": str(probe_path),
@@ -186,22 +188,36 @@ def calibrate(
     return record
 
 
-def _entropy_setpoint(ctx: Context, rows: list[dict[str, Any]], target_rate: float) -> dict[str, Any]:
-    """The lowest grid setpoint whose thermostat retrieves for at most ``target_rate`` of ``rows``.
+#: Thermostat shapes ``setpoint calibrate`` tries: (warm-up tokens, consecutive steps). A
+#: tuned adapter answers in 2-5 tokens, so the default shape (1 warm-up, 2 steps) can
+#: never fire on a wrong short answer; the data decide.
+SHAPES = ((1, 2), (0, 2), (1, 1), (0, 1))
 
-    Lowest = the most retrieval the budget allows, so the fewest wrong closed-book answers
-    get through. ``setpoint`` is None when even the highest grid value retrieves too often.
+
+def _entropy_setpoint(ctx: Context, rows: list[dict[str, Any]], target_rate: float) -> dict[str, Any]:
+    """The thermostat shape and setpoint that catch the most wrong answers within ``target_rate``.
+
+    For each shape in ``SHAPES`` the lowest grid setpoint whose thermostat retrieves for at
+    most ``target_rate`` of ``rows`` (lowest = the most retrieval the budget allows); the
+    shape whose setpoint catches the largest share of wrong closed-book answers wins (ties:
+    the earlier shape, the context's default first). ``setpoint`` is None when no shape fits.
     """
     wrong = [r["f1"] < CORRECT_F1 for r in rows]
-    for value in ENTROPY_GRID:
-        trial = replace(ctx, setpoint=value)
-        fired = [thermostat_fires(trial, r["entropies"]) for r in rows]
-        rate = sum(fired) / len(rows)
-        if rate <= target_rate + 1e-12:
-            caught = sum(f and w for f, w in zip(fired, wrong, strict=True))
-            return {
-                "setpoint": value,
-                "retrieval_rate": rate,
-                "wrong_caught": caught / max(sum(wrong), 1),
-            }
-    return {"setpoint": None, "retrieval_rate": None, "wrong_caught": None}
+    best: dict[str, Any] = {"setpoint": None, "retrieval_rate": None, "wrong_caught": None}
+    for warmup, steps in SHAPES:
+        for value in ENTROPY_GRID:
+            trial = replace(ctx, setpoint=value, warmup_steps=warmup, consecutive_steps=steps)
+            fired = [thermostat_fires(trial, r["entropies"]) for r in rows]
+            rate = sum(fired) / len(rows)
+            if rate <= target_rate + 1e-12:
+                caught = sum(f and w for f, w in zip(fired, wrong, strict=True)) / max(sum(wrong), 1)
+                if best["wrong_caught"] is None or caught > best["wrong_caught"] + 1e-12:
+                    best = {
+                        "setpoint": value,
+                        "warmup_steps": warmup,
+                        "consecutive_steps": steps,
+                        "retrieval_rate": rate,
+                        "wrong_caught": caught,
+                    }
+                break
+    return best
