@@ -149,7 +149,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _context_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    for name in ("probe_setpoint", "max_retrievals", "top_k", "alpha", "max_new_tokens", "adapter"):
+    # ``setpoint`` again here (it is also in the settings): a calibration file must not win over the flag.
+    for name in ("setpoint", "probe_setpoint", "max_retrievals", "top_k", "alpha", "max_new_tokens", "adapter"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
