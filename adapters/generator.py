@@ -101,7 +101,11 @@ class Generator:
         self.adapters: dict[str, str] = {}
         self.active_adapter: str | None = None
         self._stop_ids = self._find_stop_ids()
-        self._prefix_cache: OrderedDict[tuple[int, ...], tuple[Any, torch.Tensor]] = OrderedDict()
+        # Keyed by (active adapter, prompt): probing several adapters on one prompt keeps each
+        # one's prefill, so the adapter finally chosen decodes without prefilling again.
+        self._prefix_cache: OrderedDict[
+            tuple[str | None, tuple[int, ...]], tuple[Any, torch.Tensor]
+        ] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         # One decode at a time: the KV cache and adapter switch are per model, not per thread.
         self.lock = threading.RLock()
@@ -199,7 +203,6 @@ class Generator:
                     self._peft.base_model.enable_adapter_layers()
                     self._peft.set_adapter(name)
             self.active_adapter = name
-            self._prefix_cache.clear()
 
     # ------------------------------------------------------------------ prompts
     def messages(self, question: str, passages: Sequence[Passage] = ()) -> list[dict[str, str]]:
@@ -276,7 +279,7 @@ class Generator:
         import torch
         from transformers import DynamicCache
 
-        key = tuple(prompt_ids)
+        key = (self.active_adapter, tuple(prompt_ids))
         cached = self._prefix_cache.pop(key, None)
         if cached is not None:
             return cached
@@ -296,7 +299,7 @@ class Generator:
             raise ModelError("empty prompt: nothing to prefill")
         with self.lock, torch.inference_mode():
             cache, logits = self._prefill(prompt_ids)
-            self._prefix_cache[tuple(prompt_ids)] = (cache, logits)
+            self._prefix_cache[(self.active_adapter, tuple(prompt_ids))] = (cache, logits)
             while len(self._prefix_cache) > self._prefix_cache_size:
                 self._prefix_cache.popitem(last=False)
             return self._signals(logits)
@@ -313,7 +316,7 @@ class Generator:
         if not 0 <= layer <= n_layers:
             raise ConfigError(f"probe layer {layer} is outside 0..{n_layers} for {self.name}")
         with self.lock, torch.inference_mode():
-            key = tuple(prompt_ids)
+            key = (self.active_adapter, tuple(prompt_ids))
             self._prefix_cache.pop(key, None)  # the cached pass did not keep the hidden state
             self._capture_layer = layer
             try:

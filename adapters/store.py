@@ -37,6 +37,7 @@ __all__ = [
     "SearchMode",
     "WeaviateStore",
     "chunk_uuid",
+    "index_generation",
 ]
 
 #: Every object is one chunk of one passage; these are what a search returns of it.
@@ -60,6 +61,21 @@ _PAGE = 10_000
 SearchMode = Literal["hybrid", "bm25", "vector"]
 #: The search modes behind ``WeaviateStore.search`` and the ``weaviate_search`` tool.
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "bm25", "vector")
+
+
+# Bumped by every ingest or delete in this process: caches of what the index holds (which
+# passages an adapter learned from have changed) compare it instead of asking Weaviate.
+_index_writes = 0
+
+
+def index_generation() -> int:
+    """How many ingests and deletes this process ran; a cache of index facts is valid while it holds."""
+    return _index_writes
+
+
+def _note_index_write() -> None:
+    global _index_writes
+    _index_writes += 1
 
 
 def chunk_uuid(source: str, passage_id: str, chunk: int) -> str:
@@ -705,15 +721,19 @@ class WeaviateStore:
         """
         from setpoint.adapters.ingestion import write_passages
 
-        return write_passages(
-            self,
-            records,
-            source=source,
-            batch_size=batch_size,
-            progress=progress,
-            chunking=chunking or self.chunking,
-            prune=prune,
-        )
+        _note_index_write()
+        try:
+            return write_passages(
+                self,
+                records,
+                source=source,
+                batch_size=batch_size,
+                progress=progress,
+                chunking=chunking or self.chunking,
+                prune=prune,
+            )
+        finally:
+            _note_index_write()  # again: a check during the write saw a half-written index
 
     def delete(
         self, passage_ids: Sequence[str], *, source: str | None = None
@@ -727,6 +747,7 @@ class WeaviateStore:
 
         if not passage_ids or not self._exists():
             return []
+        _note_index_write()
         where = Filter.by_property("passage_id").contains_any(list(passage_ids))
         if source is not None:
             where = where & Filter.by_property("source").equal(source)
@@ -740,6 +761,7 @@ class WeaviateStore:
 
         if not self._exists():
             return []
+        _note_index_write()
         where = Filter.by_property("source").equal(source)
         if keep:
             where = where & Filter.by_property("passage_id").contains_none(list(keep))

@@ -42,8 +42,10 @@ __all__ = [
     "group_loss",
     "knowledge_groups",
     "lora_model",
+    "pair_groups",
     "reader_groups",
     "save_adapter",
+    "train_knowledge",
     "train_lora",
 ]
 
@@ -215,14 +217,19 @@ def knowledge_groups(
     dataset: QADataset, titles: Sequence[str], config: TuningConfig
 ) -> list[TrainingGroup]:
     """Closed-book question/answer groups (the knowledge adapter of the answer route)."""
-    rng = random.Random(config.seed)
-    questions = [q for q in dataset.in_titles(titles) if q.target]
-    rng.shuffle(questions)
-    groups = [
-        TrainingGroup((), tuple(questions[i : i + config.group_size]))
-        for i in range(0, len(questions), config.group_size)
-    ]
+    groups = pair_groups(dataset.in_titles(titles), config)
     return _cap_examples(groups, config.max_examples, config.skip_examples)
+
+
+def pair_groups(questions: Sequence[QARecord], config: TuningConfig) -> list[TrainingGroup]:
+    """Closed-book groups of ``group_size`` from explicit pairs, in a seeded order (no caps)."""
+    rng = random.Random(config.seed)
+    kept = [q for q in questions if q.target]
+    rng.shuffle(kept)
+    return [
+        TrainingGroup((), tuple(kept[i : i + config.group_size]))
+        for i in range(0, len(kept), config.group_size)
+    ]
 
 
 def _cap_examples(
@@ -638,6 +645,9 @@ def tune(
     max_seconds: float | None = None,
     progress: bool = True,
     command: str = "",
+    update: Path | None = None,
+    replay_fraction: float = 0.5,
+    topics: Sequence[str] = (),
 ) -> TuneResult:
     """Train and save an adapter from SQuAD-format data; what ``setpoint tune`` runs.
 
@@ -646,14 +656,20 @@ def tune(
     training, ``eval_questions`` evaluation-title questions are answered (with their gold
     passage for ``read``, closed book for ``qa``) and the scores go into the record.
 
+    ``update`` (``qa`` only) extends that adapter instead of training a fresh one: the
+    selected questions it has not learned yet, plus a ``replay_fraction`` sample of those it
+    has (see ``train_knowledge``). ``topics`` are declared in the record for adapter
+    selection.
+
     Raises:
         InputError: the data folder is missing or malformed.
         ConfigError: a bad hyper-parameter or split.
         ModelError: the generator could not be loaded.
     """
     from setpoint.adapters.generator import Generator
+    from setpoint.adapters.knowledge import learned_section
     from setpoint.adapters.lexical import Bm25Index
-    from setpoint.adapters.qa_data import load_squad, sample_questions, split_titles
+    from setpoint.adapters.qa_data import load_squad, split_titles
 
     started = time.time()
     # Read before training: ``out_dir`` may be the adapter being continued.
@@ -673,7 +689,49 @@ def tune(
         groups = reader_groups(dataset, split.train, config, distractors)
     else:
         groups = knowledge_groups(dataset, split.train, config)
+    if update is not None and config.task != "qa":
+        raise ConfigError("--update extends a knowledge adapter; use it with --task qa")
     generator = Generator.from_pretrained(generator_dir, threads=threads)
+    if config.task == "qa":
+        knowledge = train_knowledge(
+            generator,
+            [q for g in groups for q in g.items],
+            dataset.passages,
+            config,
+            out_dir,
+            update=update,
+            replay_fraction=replay_fraction,
+            topics=topics,
+            kind="update" if update is not None else "tune",
+            command=command,
+            extra={
+                "data": {
+                    "directory": str(dataset.directory),
+                    "sha256": dataset.fingerprint,
+                    "training_questions": None,  # set below, once training chose them
+                    "training_questions_available": sum(len(g.items) for g in groups),
+                },
+                "split": {
+                    "file": SPLIT_FILE,
+                    **{k: v for k, v in split.to_dict().items() if k != "rule"},
+                },
+            },
+            progress=progress,
+            max_seconds=max_seconds,
+        )
+        split.save(knowledge.directory / SPLIT_FILE)
+        data = {**knowledge.record["data"], "training_questions": len(knowledge.new_questions)}
+        _patch_record(knowledge.directory, {"data": data})
+        return _evaluate_tuned(
+            generator,
+            knowledge.directory,
+            dataset,
+            split,
+            config,
+            eval_questions,
+            knowledge.report,
+            split_seed,
+        )
     model, report = train_lora(
         generator, groups, config, progress=progress, max_seconds=max_seconds
     )
@@ -704,20 +762,45 @@ def tune(
         ),
         "training": report.to_dict(),
         "continued_from": previous,
+        "learned": learned_section(
+            [q for g in trained for q in g.items],
+            {p.id: p for p in seen_passages},
+            topics=topics,
+            at=started,
+        ),
     }
     directory = save_adapter(model, out_dir, config=config, record=record, split=split)
     generator.model = model.unload()
+    return _evaluate_tuned(
+        generator, directory, dataset, split, config, eval_questions, report, split_seed
+    )
+
+
+def _patch_record(directory: Path, changes: dict[str, Any]) -> None:
+    record = read_record(directory)
+    record.update(changes)
+    (directory / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _evaluate_tuned(
+    generator: Generator,
+    directory: Path,
+    dataset: QADataset,
+    split: TitleSplit,
+    config: TuningConfig,
+    eval_questions: int,
+    report: TrainingReport,
+    split_seed: int,
+) -> TuneResult:
+    """Answer ``eval_questions`` evaluation-title questions with the saved adapter; record the scores."""
+    from setpoint.adapters.qa_data import sample_questions
+
     evaluation: dict[str, Any] = {}
     if eval_questions > 0:
         generator.load_adapter(directory, directory.name)
         picked = sample_questions(dataset.in_titles(split.eval), eval_questions, seed=split_seed)
         evaluation = evaluate_reader(generator, dataset, picked, closed_book=config.task == "qa")
-        record["evaluation"] = evaluation
-        save_record = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
-        save_record["evaluation"] = evaluation
-        (directory / RECORD_FILE).write_text(
-            json.dumps(save_record, indent=2) + "\n", encoding="utf-8"
-        )
+        _patch_record(directory, {"evaluation": evaluation})
     return TuneResult(directory, report, split, evaluation)
 
 
@@ -763,3 +846,162 @@ def evaluate_reader(
         "exact_match": round(em / n, 4),
         "f1": round(f1 / n, 4),
     }
+
+
+# ---------------------------------------------------------------------------- knowledge adapters
+def update_config(config: TuningConfig, adapter_dir: Path) -> TuningConfig:
+    """``config`` continuing the adapter in ``adapter_dir``: its rank, alpha and target modules, qa task."""
+    from dataclasses import replace
+
+    from peft import PeftConfig
+
+    directory = Path(adapter_dir).expanduser()
+    if not (directory / "adapter_config.json").is_file():
+        raise ConfigError(f"no adapter to update at {directory} (adapter_config.json missing)")
+    saved = PeftConfig.from_pretrained(str(directory))
+    return replace(
+        config,
+        task="qa",
+        rank=int(saved.r),
+        alpha=int(saved.lora_alpha),
+        target_modules=tuple(sorted(saved.target_modules or ())),
+        init_adapter=str(directory),
+    )
+
+
+def read_record(adapter_dir: Path) -> dict[str, Any]:
+    """The adapter's training record ({} when it has none)."""
+    try:
+        record = json.loads((Path(adapter_dir).expanduser() / RECORD_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def replay_mix(
+    new: Sequence[QARecord], previous: dict[str, Any], fraction: float, *, seed: int = 0
+) -> tuple[list[QARecord], list[QARecord]]:
+    """``(new pairs not learned before, replayed old pairs)`` for an update of an adapter.
+
+    The old pairs come from the previous record's ``learned`` section, so an update needs
+    no access to the data the adapter was first trained on.
+    """
+    from setpoint.adapters.knowledge import learned_questions, replay_sample
+
+    old = learned_questions(previous.get("learned") or {})
+    known = {q.id for q in old}
+    fresh = [q for q in new if q.id not in known]
+    return fresh, replay_sample(old, fraction, exclude={q.id for q in fresh}, seed=seed)
+
+
+def _history(previous: dict[str, Any], stage: dict[str, Any]) -> list[dict[str, Any]]:
+    earlier = list(previous.get("history") or [])
+    if previous and not earlier:
+        # A record from before histories were kept: its own run is the first stage.
+        training = previous.get("training") or {}
+        earlier = [
+            {
+                "kind": "tune",
+                "created": previous.get("created"),
+                "command": previous.get("command"),
+                "new_questions": (previous.get("data") or {}).get("training_questions"),
+                "steps": training.get("steps"),
+            }
+        ]
+    return [*earlier, stage]
+
+
+@dataclass
+class KnowledgeResult:
+    """What ``train_knowledge`` saved and trained on."""
+
+    directory: Path
+    report: TrainingReport
+    new_questions: list[QARecord]
+    replayed_questions: list[QARecord]
+    record: dict[str, Any]
+
+
+def train_knowledge(
+    generator: Generator,
+    questions: Sequence[QARecord],
+    passages: dict[str, Any],
+    config: TuningConfig,
+    out_dir: Path,
+    *,
+    update: Path | None = None,
+    replay_fraction: float = 0.5,
+    topics: Sequence[str] = (),
+    kind: str = "tune",
+    indexed: bool = False,
+    command: str = "",
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+    max_seconds: float | None = None,
+) -> KnowledgeResult:
+    """Train (or, with ``update``, extend) a closed-book knowledge adapter on explicit pairs.
+
+    The record's ``learned`` section lists every pair and source passage (with its content
+    hash and time), merged over updates, and ``history`` one entry per stage. With
+    ``update``, the adapter there is continued on the new pairs plus a ``replay_fraction``
+    sample of the pairs it learned before (seeded by ``config.seed``), so old knowledge is
+    rehearsed rather than overwritten. ``indexed``: the pairs' passages were read from the
+    index (distillation). ``generator`` must carry no loaded adapter; it is left bare again
+    afterwards.
+
+    Example:
+        >>> result = train_knowledge(gen, pairs, passages, TuningConfig(task="qa"), Path("kb"))  # doctest: +SKIP
+        >>> result.record["learned"]["titles"]  # doctest: +SKIP
+        ['Super_Bowl_50']
+    """
+    from setpoint.adapters.knowledge import learned_section
+
+    started = time.time()
+    previous: dict[str, Any] = {}
+    replayed: list[QARecord] = []
+    new = [q for q in questions if q.target]
+    # Read before training: ``out_dir`` may be the adapter being updated.
+    continued = _earlier_stage(update) if update is not None else None
+    if update is not None:
+        previous = read_record(update)
+        config = update_config(config, update)
+        new, replayed = replay_mix(new, previous, replay_fraction, seed=config.seed)
+    if not new:
+        raise ConfigError("no new question/answer pairs to train on (all were learned before)")
+    groups = pair_groups([*new, *replayed], config)
+    model, report = train_lora(
+        generator, groups, config, progress=progress, max_seconds=max_seconds
+    )
+    trained_ids = {q.id for i in dict.fromkeys(report.trained_groups) for q in groups[i].items}
+    learned_new = [q for q in new if q.id in trained_ids]
+    stage = {
+        "kind": kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": command,
+        "new_questions": len(learned_new),
+        "replayed_questions": len([q for q in replayed if q.id in trained_ids]),
+        "replay_fraction": replay_fraction if update is not None else None,
+        "steps": report.steps,
+        "seconds": round(report.seconds, 1),
+    }
+    record: dict[str, Any] = {
+        "task": "qa",
+        "command": command,
+        "created": stage["created"],
+        "base_model": base_model_card(generator),
+        "training": report.to_dict(),
+        "learned": learned_section(
+            learned_new,
+            passages,
+            topics=topics,
+            at=started,
+            previous=previous.get("learned"),
+            indexed=indexed,
+        ),
+        "history": _history(previous, stage),
+        "continued_from": continued,
+        **(extra or {}),
+    }
+    directory = save_adapter(model, out_dir, config=config, record=record)
+    generator.model = model.unload()
+    return KnowledgeResult(directory, report, learned_new, replayed, record)

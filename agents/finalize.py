@@ -63,6 +63,25 @@ def make_finalize(res: Resources) -> Any:
                     "setpoint.status": status,
                 },
             )
+            if res.settings.trace_content:
+                # What `setpoint distill` reads back: the question, the answer and the passages
+                # it was read from (opt-in, like every text in spans).
+                set_attributes(
+                    span,
+                    {
+                        ATTR.INPUT_MESSAGES: [
+                            {"role": "user", "content": state.get("question", "")}
+                        ],
+                        ATTR.OUTPUT_MESSAGES: [
+                            {"role": "assistant", "content": state.get("answer", "")}
+                        ],
+                        "setpoint.cited_passages": [
+                            {"id": p["id"], "title": p.get("title", ""), "text": p.get("text", "")}
+                            for p in passages
+                        ]
+                        or None,
+                    },
+                )
             return {
                 "status": status,
                 "route": route,

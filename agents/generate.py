@@ -68,7 +68,10 @@ def make_generate(res: Resources) -> Any:
                 )
                 constraint = SpanConstraint.for_generator(generator, passages) if grounded else None
             else:
-                adapter = select_adapter(res, ctx.adapter)
+                # With a registry, the probe picked this question's knowledge adapter.
+                folders: tuple[str, ...] = getattr(ctx, "adapters", None) or ()
+                registry = ctx.adapter is None and bool(folders or res.settings.adapters)
+                adapter = select_adapter(res, state.get("adapter") if registry else ctx.adapter)
                 constraint = None
             prompt = generator.prompt_ids(question, passages)
             thermostat = Thermostat(thresholds, retrievals_used=retrievals)

@@ -9,9 +9,10 @@ from langgraph.runtime import Runtime
 
 from setpoint.agents.resources import Resources, RunContext
 from setpoint.agents.thermostat import choose_route, probe_signal
-from setpoint.tracing import ATTR, node_span
+from setpoint.errors import InputError, RetrievalError
+from setpoint.tracing import ATTR, node_span, set_attributes
 
-__all__ = ["make_probe", "select_adapter"]
+__all__ = ["make_probe", "select_adapter", "select_knowledge"]
 
 
 def select_adapter(res: Resources, requested: str | None) -> str | None:
@@ -31,12 +32,53 @@ def select_adapter(res: Resources, requested: str | None) -> str | None:
     return generator.active_adapter
 
 
+def select_knowledge(
+    res: Resources, question: str, folders: tuple[str, ...]
+) -> tuple[str | None, str, dict[str, float]]:
+    """Pick the registry's adapter for ``question``; returns ``(name, how, signals)``.
+
+    A declared topic or learned title named in the question picks its adapter; otherwise
+    (or between several matches) each candidate prefills the closed-book prompt and the
+    lowest first-token entropy wins. Each prefill stays in the generator's cache, so the
+    chosen adapter decodes without prefilling again.
+    """
+    from setpoint.adapters.knowledge import choose_by_signal, topic_matches
+
+    cards = res.knowledge_adapters(folders)
+    if not cards:
+        return select_adapter(res, None), "none", {}
+    matched = topic_matches(question, cards)
+    pool = [c.name for c in cards if c.name in matched] or [c.name for c in cards]
+    how = "topic" if matched else "signal"
+    if len(pool) == 1:
+        return select_adapter(res, pool[0]), how, {}
+    generator = res.generator()
+    prompt = generator.prompt_ids(question)
+    signals: dict[str, float] = {}
+    for name in pool:
+        generator.set_adapter(name)
+        step = generator.probe(prompt)
+        signals[name] = probe_signal(step.entropy, step.lens_entropy)
+    return select_adapter(res, choose_by_signal(signals)), how, signals
+
+
 def make_probe(res: Resources) -> Any:
     def probe(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = runtime.context
         thresholds = ctx.thresholds()
+        folders = tuple(getattr(ctx, "adapters", ()) or ()) or res.settings.adapters
         with node_span(res.tracer, "probe") as span:
-            adapter = select_adapter(res, ctx.adapter)
+            if ctx.adapter is None and folders:
+                adapter, how, candidates = select_knowledge(res, state["question"], folders)
+                set_attributes(
+                    span,
+                    {
+                        "setpoint.adapter_selection": how,
+                        "setpoint.adapter_signals": candidates or None,
+                    },
+                )
+            else:
+                adapter = select_adapter(res, ctx.adapter)
             generator = res.generator()
             prompt = generator.prompt_ids(state["question"])
             probe_score: float | None = None
@@ -53,19 +95,18 @@ def make_probe(res: Resources) -> Any:
             )
             what = "probe P(wrong)" if probe_score is not None else "probe entropy"
             if route == "answer":
-                reason = (
-                    f"{what} {signal:.2f} <= probe setpoint {thresholds.probe_setpoint:g}"
-                )
+                reason = f"{what} {signal:.2f} <= probe setpoint {thresholds.probe_setpoint:g}"
             elif route == "retrieve":
-                reason = (
-                    f"{what} {signal:.2f} > probe setpoint {thresholds.probe_setpoint:g}"
-                )
+                reason = f"{what} {signal:.2f} > probe setpoint {thresholds.probe_setpoint:g}"
             elif signal > thresholds.escalate_above:
-                reason = (
-                    f"{what} {signal:.2f} > escalate_above {thresholds.escalate_above:g}"
-                )
+                reason = f"{what} {signal:.2f} > escalate_above {thresholds.escalate_above:g}"
             else:
                 reason = "retrieval needed but the retrieval budget is 0"
+            stale = _stale_knowledge(res, state["question"], adapter, ctx.alpha, span)
+            if stale is not None and route == "answer":
+                # Never answer from superseded weights: the index has the current fact.
+                reason = stale.reason(str(adapter))
+                route = "retrieve" if thresholds.max_retrievals > 0 else "escalate"
             span.set_attribute(ATTR.ROUTE, route)
             span.set_attribute(ATTR.REASON, reason)
             span.set_attribute(ATTR.ENTROPY, signal)
@@ -86,3 +127,22 @@ def make_probe(res: Resources) -> Any:
             }
 
     return probe
+
+
+def _stale_knowledge(
+    res: Resources, question: str, adapter: str | None, alpha: float, span: Any
+) -> Any:
+    """The stale learned passage the question is about (a ``StaleVerdict``), or None."""
+    card = res.adapter_card(adapter)
+    if card is None or not card.passages:
+        return None
+    try:
+        verdict = res.stale_knowledge().relevant(question, card, res.store(), alpha=alpha)
+    except (RetrievalError, InputError) as exc:
+        # No index (or one without passage versions): nothing fresher to answer from.
+        span.set_attribute("setpoint.stale_check", f"unavailable: {exc}")
+        return None
+    span.set_attribute("setpoint.stale_check", "stale" if verdict else "fresh")
+    if verdict is not None:
+        span.set_attribute("setpoint.stale_passage_id", verdict.passage_id)
+    return verdict

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
     from setpoint.adapters.generator import Generator
+    from setpoint.adapters.knowledge import AdapterCard
     from setpoint.adapters.linear_probe import LinearProbe
     from setpoint.agents.thermostat import Thresholds
+    from setpoint.tools.freshness import StaleKnowledge
     from setpoint.tools.policy import Policy
 
 __all__ = ["Resources", "RunContext"]
@@ -82,6 +84,8 @@ class Resources:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _warmup: Future[bool] | None = field(default=None, repr=False)
     _probes: dict[str, LinearProbe] = field(default_factory=dict, repr=False)
+    _cards: dict[str, AdapterCard | None] = field(default_factory=dict, repr=False)
+    _stale: StaleKnowledge | None = field(default=None, repr=False)
 
     @property
     def tracer(self) -> Tracer:
@@ -124,6 +128,55 @@ class Resources:
 
                 self._search_tool = make_search_tool(self.store())
             return self._search_tool
+
+    def adapter_card(self, adapter: str | None) -> AdapterCard | None:
+        """What a loaded adapter learned (its record's ``learned`` section), read once; None if unknown."""
+        from setpoint.adapters.knowledge import read_card
+
+        if adapter is None:
+            return None
+        directory = self.generator().adapters.get(adapter)
+        if directory is None:
+            return None
+        with self._lock:
+            if directory not in self._cards:
+                self._cards[directory] = read_card(directory, adapter)
+            return self._cards[directory]
+
+    def knowledge_adapters(self, folders: tuple[str, ...]) -> list[AdapterCard]:
+        """The registry: each folder's adapter loaded once on the one base model, with its card.
+
+        Names are the folder names (``-2``, ``-3``… when two folders share one); an adapter
+        without a ``learned`` record gets an empty card (chosen by signal only).
+        """
+        from setpoint.adapters.knowledge import AdapterCard
+
+        generator = self.generator()
+        cards: list[AdapterCard] = []
+        with self._lock:
+            for folder in folders:
+                directory = str(Path(folder).expanduser())
+                loaded = {d: n for n, d in generator.adapters.items()}
+                name = loaded.get(directory)
+                if name is None:
+                    base, n = Path(directory).name, 1
+                    name = base
+                    while name in generator.adapters:
+                        n += 1
+                        name = f"{base}-{n}"
+                    generator.load_adapter(directory, name)
+                card = self.adapter_card(name) or AdapterCard(name, directory)
+                cards.append(card)
+        return cards
+
+    def stale_knowledge(self) -> StaleKnowledge:
+        """The per-process cache of adapters' stale learned passages."""
+        from setpoint.tools.freshness import StaleKnowledge
+
+        with self._lock:
+            if self._stale is None:
+                self._stale = StaleKnowledge()
+            return self._stale
 
     def linear_probe(self, path: str) -> LinearProbe:
         """The calibrated probe at ``path``, loaded once."""

@@ -36,6 +36,10 @@ class Context:
     alpha: float = 0.5
     max_new_tokens: int = 32
     adapter: str | None = None
+    #: Knowledge adapters (PEFT folders) to pick from per question when ``adapter`` is None;
+    #: empty: ``SETPOINT_ADAPTERS``. The probe takes the one whose declared topic or learned
+    #: title the question names, else the one with the lowest first-token entropy.
+    adapters: tuple[str, ...] = ()
     policy_file: str | None = None
     #: What the per-token thermostat watches: "entropy" (nats) or "surprisal" (-ln p of the
     #: greedy token; with ema_alpha=1, consecutive_steps=1 and setpoint=-ln θ this is FLARE's
@@ -62,6 +66,10 @@ class Context:
     reader_setpoint: float = math.inf
 
     def __post_init__(self) -> None:
+        if isinstance(self.adapters, str):
+            object.__setattr__(self, "adapters", tuple(a for a in self.adapters.split(",") if a))
+        elif not isinstance(self.adapters, tuple):
+            object.__setattr__(self, "adapters", tuple(self.adapters))
         if self.trigger not in {"entropy", "surprisal"}:
             raise ConfigError(f"trigger must be 'entropy' or 'surprisal', got {self.trigger!r}")
         if math.isnan(self.reader_setpoint):

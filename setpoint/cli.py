@@ -319,7 +319,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     default_name = "reader" if args.task == "read" else "knowledge"
-    out = Path(args.out) if args.out else settings.cache_dir / "adapters" / default_name
+    if args.update:
+        out = Path(args.out or args.update)
+    else:
+        out = Path(args.out) if args.out else settings.cache_dir / "adapters" / default_name
     store = None
     if args.retriever == "weaviate":
         from setpoint.adapters.store import WeaviateStore
@@ -340,6 +343,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             max_seconds=args.max_seconds,
             progress=not args.quiet,
             command=" ".join(["setpoint", *sys.argv[1:]]),
+            update=Path(args.update) if args.update else None,
+            replay_fraction=args.replay_fraction,
+            topics=tuple(args.topic or ()),
         )
     finally:
         if store is not None:
@@ -358,6 +364,46 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         )
     print(f"tune: adapter saved to {result.directory} (split: {len(result.split.train)} training, "
           f"{len(result.split.eval)} evaluation titles)")
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from setpoint.adapters.tuning import TuningConfig
+    from setpoint.distill import distill
+
+    settings = _settings(args)
+    source = Path(args.source) if args.source else settings.trace_file
+    out = Path(args.out or args.update or settings.cache_dir / "adapters" / "distilled")
+    config = TuningConfig(
+        task="qa",
+        rank=args.rank,
+        alpha=args.lora_alpha,
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        group_size=args.group_size,
+        seed=args.seed,
+    )
+    pairs, result = distill(
+        source,
+        out,
+        generator_dir=settings.generator_dir,
+        config=config,
+        min_count=args.min_count,
+        update=Path(args.update) if args.update else None,
+        replay_fraction=args.replay_fraction,
+        threads=settings.threads,
+        progress=not args.quiet,
+        command=" ".join(["setpoint", *sys.argv[1:]]),
+    )
+    if result is None:
+        print(f"distill: no question answered through retrieval {args.min_count}+ times with passing answers in {source}")
+        return 0
+    r = result.report
+    print(
+        f"distill: {len(pairs)} pairs from {source} ({len(result.replayed_questions)} replayed); "
+        f"{r.steps} steps in {r.seconds:.0f} s, loss {r.mean_loss(True):.3f} -> {r.mean_loss(False):.3f}"
+    )
+    print(f"distill: adapter saved to {result.directory}")
     return 0
 
 
@@ -546,8 +592,32 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--split-seed", type=int, default=0, help="seed of the title split")
     tune.add_argument("--eval-questions", type=int, default=50, help="held-out questions answered after training (0: none)")
     tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--update", metavar="ADAPTER", help="extend this knowledge adapter (--task qa) with new questions plus a replay sample of its old ones; saved in place unless --out")
+    tune.add_argument("--replay-fraction", type=float, default=0.5, help="with --update: share of the adapter's old training pairs trained again (0: none)")
+    tune.add_argument("--topic", action="append", help="a topic this adapter covers, for per-question adapter selection (repeatable)")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.set_defaults(func=_cmd_tune)
+
+    distill = sub.add_parser(
+        "distill",
+        help="teach a knowledge adapter the questions answered through retrieval again and again",
+        description="Reads a span file (runs recorded with SETPOINT_TRACE_CONTENT=1) or a run log "
+        "(`setpoint ask --json` outputs), keeps questions answered through retrieval at least "
+        "--min-count times with cited, quoted answers, and tunes (or --update s) a knowledge adapter on them.",
+    )
+    distill.add_argument("source", nargs="?", help="span file or run log (default: SETPOINT_TRACE_FILE or the cache's spans.jsonl)")
+    distill.add_argument("--min-count", type=int, default=2, help="times a question must have been answered through retrieval")
+    distill.add_argument("--out", help="adapter folder (default: --update's, else <cache>/adapters/distilled)")
+    distill.add_argument("--update", metavar="ADAPTER", help="extend this knowledge adapter instead of training a new one")
+    distill.add_argument("--replay-fraction", type=float, default=0.5, help="with --update: share of old pairs trained again")
+    distill.add_argument("--rank", type=int, default=16, help="LoRA rank (a new adapter)")
+    distill.add_argument("--lora-alpha", type=int, default=32, help="LoRA alpha")
+    distill.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    distill.add_argument("--epochs", type=int, default=3)
+    distill.add_argument("--group-size", type=int, default=8, help="questions per step")
+    distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument("--quiet", action="store_true", help="no progress bar")
+    distill.set_defaults(func=_cmd_distill)
 
     demo = sub.add_parser(
         "demo", help="setup + ingest the SQuAD sample + three questions, one per route"

@@ -105,6 +105,9 @@ class Settings:
     max_question_chars: int = 2000
     setpoint: float = 1.6
     threads: int | None = None
+    #: Knowledge adapters (PEFT folders) the graph picks from per question
+    #: (``SETPOINT_ADAPTERS``, comma-separated); see ``agents.probe.select_knowledge``.
+    adapters: tuple[str, ...] = ()
     #: ``calibration.json`` from ``setpoint calibrate``: its probe and probe setpoint become
     #: the default run context.
     calibration_file: Path | None = None
@@ -145,6 +148,7 @@ class Settings:
             max_question_chars=_env_int("MAX_QUESTION_CHARS", 2000),
             setpoint=_env_float("SETPOINT", 1.6),
             threads=threads or None,
+            adapters=tuple(a.strip() for a in (_env("ADAPTERS") or "").split(",") if a.strip()),
             calibration_file=path("CALIBRATION"),
             review=_env_bool("REVIEW", False),
             checkpoint_url=_env("CHECKPOINT_URL"),
