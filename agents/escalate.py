@@ -30,6 +30,7 @@ _MESSAGES = {
     "ungrounded_answer": "I couldn't find support for an answer in the sources I have.",
     "pii": "My answer would have disclosed personal data, so I've withheld it.",
     "empty_answer": "I couldn't produce an answer to that.",
+    "tool_error": "The tool that answers this kind of question could not answer it.",
     "rejected_by_reviewer": "A reviewer decided this question should not be answered.",
 }
 REVIEW_ACTIONS = ("approve", "edit", "reject")

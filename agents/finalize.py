@@ -19,7 +19,7 @@ def make_finalize(res: Resources) -> Any:
         with node_span(res.tracer, "finalize") as span:
             status = state.get("status") or "answered"
             route = state.get("route") or "answer"
-            if route not in {"answer", "retrieve", "escalate"}:
+            if route not in {"answer", "retrieve", "tool", "escalate"}:
                 route = "answer"
             passages = (state.get("passages") or []) if status == "answered" else []
             citations = [
@@ -48,6 +48,7 @@ def make_finalize(res: Resources) -> Any:
                 "retrieval_calls": int(state.get("retrieval_calls", 0)),
                 "retrieval_unavailable": unavailable,
                 "adapter": state.get("adapter"),
+                "tool": (state.get("tool_call") or {}).get("name") if route == "tool" else None,
                 "dropped_passages": len(state.get("dropped_passages") or []),
                 "uncertain_after_budget": bool(state.get("uncertain_after_budget")),
             }

@@ -9,6 +9,7 @@ from langgraph.runtime import Runtime
 
 from setpoint.agents.resources import Resources, RunContext
 from setpoint.errors import InputError
+from setpoint.tools.registry import match_question
 from setpoint.tracing import ATTR, node_span
 
 __all__ = ["make_guard_input", "question_from_state", "validate_question"]
@@ -36,6 +37,7 @@ PER_QUESTION_RESET: dict[str, Any] = {
     "draft_answer": "",
     "decision": {},
     "review": {},
+    "tool_call": {},
 }
 
 
@@ -102,7 +104,15 @@ def make_guard_input(res: Resources) -> Any:
             if not state.get("messages") or state.get("question"):
                 update["messages"] = [HumanMessage(question)]
             if verdict.allowed:
-                update["route"] = "probe"
+                # A registered tool that declares it handles the question answers it (route
+                # "tool", see call_tool); every other question goes on to the probe.
+                match = match_question(question)
+                if match is None:
+                    update["route"] = "probe"
+                else:
+                    update["route"] = "tool"
+                    update["tool_call"] = {"name": match.name, "args": match.args}
+                    span.set_attribute(ATTR.TOOL, match.name)
             else:
                 update["route"] = "escalate"
                 update["reason"] = verdict.reason

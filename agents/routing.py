@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-__all__ = ["after_check", "after_generate", "after_guard", "after_probe", "after_retrieve"]
+__all__ = [
+    "after_check",
+    "after_generate",
+    "after_guard",
+    "after_probe",
+    "after_retrieve",
+    "after_tool",
+]
 
 
-def after_guard(state: dict[str, Any]) -> Literal["probe", "escalate"]:
-    return "escalate" if state.get("route") == "escalate" else "probe"
+def after_guard(state: dict[str, Any]) -> Literal["probe", "call_tool", "escalate"]:
+    route = state.get("route")
+    if route == "escalate":
+        return "escalate"
+    return "call_tool" if route == "tool" else "probe"
+
+
+def after_tool(state: dict[str, Any]) -> Literal["check_output", "escalate"]:
+    """A tool's answer gets the same output checks as the model's; a failed call escalates."""
+    return "escalate" if state.get("route") == "escalate" else "check_output"
 
 
 def after_probe(state: dict[str, Any]) -> Literal["generate", "retrieve", "escalate"]:

@@ -1,4 +1,4 @@
-"""The setpoint graph: guard_input → probe → {generate | retrieve | escalate} → check_output → finalize.
+"""The setpoint graph: guard_input → {probe → {generate | retrieve | escalate} | call_tool} → check_output → finalize.
 
 ``graph`` at module level is what ``langgraph.json`` serves; it builds its resources from
 ``SETPOINT_*`` settings on first use, so importing this module loads no model.
@@ -10,6 +10,7 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
+from setpoint.agents.call_tool import make_call_tool
 from setpoint.agents.check_output import make_check_output
 from setpoint.agents.escalate import make_escalate
 from setpoint.agents.finalize import make_finalize
@@ -24,6 +25,7 @@ from setpoint.agents.routing import (
     after_guard,
     after_probe,
     after_retrieve,
+    after_tool,
 )
 from setpoint.graphs.context import Context
 from setpoint.graphs.state import InputState, OutputState, SetpointState
@@ -43,7 +45,7 @@ def build_graph(resources: Resources | None = None, *, checkpointer: Any = None)
     Example:
         >>> g = build_graph()
         >>> sorted(n for n in g.get_graph().nodes if not n.startswith("__"))
-        ['check_output', 'escalate', 'finalize', 'generate', 'guard_input', 'probe', 'retrieve']
+        ['call_tool', 'check_output', 'escalate', 'finalize', 'generate', 'guard_input', 'probe', 'retrieve']
     """
     res = resources if resources is not None else Resources()
     builder = StateGraph(
@@ -53,6 +55,7 @@ def build_graph(resources: Resources | None = None, *, checkpointer: Any = None)
     builder.add_node("probe", make_probe(res))
     builder.add_node("generate", make_generate(res))
     builder.add_node("retrieve", make_retrieve(res))
+    builder.add_node("call_tool", make_call_tool(res))
     builder.add_node("check_output", make_check_output(res))
     builder.add_node("escalate", make_escalate(res))
     builder.add_node("finalize", make_finalize(res))
@@ -61,6 +64,7 @@ def build_graph(resources: Resources | None = None, *, checkpointer: Any = None)
     builder.add_conditional_edges("guard_input", after_guard)
     builder.add_conditional_edges("probe", after_probe)
     builder.add_conditional_edges("retrieve", after_retrieve)
+    builder.add_conditional_edges("call_tool", after_tool)
     builder.add_conditional_edges("generate", after_generate)
     builder.add_conditional_edges("check_output", after_check)
     builder.add_edge("escalate", "finalize")

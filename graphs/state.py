@@ -51,6 +51,8 @@ class SetpointState(InputState, OutputState, total=False):
         dropped_passages: passages the injection check removed, with the reason.
         verdicts: every policy verdict, allowed or not.
         adapter: the LoRA adapter the answer was generated with (None: base model).
+        tool_call: on route ``tool``, the registered tool that answers and its arguments
+            (``{"name": entry-point name, "args": {...}}``).
     """
 
     partial_answer: str | None
@@ -62,3 +64,4 @@ class SetpointState(InputState, OutputState, total=False):
     draft_answer: str
     pending_retrieval: bool
     uncertain_after_budget: bool
+    tool_call: dict[str, Any]

@@ -53,6 +53,11 @@ class ATTR:
     FINISH_REASONS = "gen_ai.response.finish_reasons"
     TOOL_NAME = "gen_ai.tool.name"
     TOOL_TYPE = "gen_ai.tool.type"
+    TOOL_DESCRIPTION = "gen_ai.tool.description"
+    TOOL_CALL_ID = "gen_ai.tool.call.id"
+    TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+    TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+    ERROR_TYPE = "error.type"
     DATA_SOURCE = "gen_ai.data_source.id"
     CONVERSATION = "gen_ai.conversation.id"
     INPUT_MESSAGES = "gen_ai.input.messages"
@@ -74,6 +79,7 @@ class ATTR:
     TOKEN_EMA = "setpoint.token_ema"
     HYSTERESIS = "setpoint.hysteresis"
     TRIGGER = "setpoint.trigger"
+    TOOL = "setpoint.tool"
 
 
 class JsonLinesSpanExporter(SpanExporter):

@@ -5,15 +5,25 @@ A package extends setpoint by declaring, in its ``pyproject.toml``::
     [project.entry-points."setpoint.tools"]
     profanity = "my_package.checks:make_profanity_tool"
 
-The target is a LangChain ``BaseTool`` or a zero-argument callable returning one. A tool named
-in the policy's ``extra_checks`` is called with ``{"text": ...}`` on the question, on each
-retrieved passage or on the answer, and must return a mapping with ``allowed`` (bool) and,
-when not allowed, a ``reason`` code (the graph escalates with it, or drops the passage).
+The target is a LangChain ``BaseTool`` or a zero-argument callable returning one. It plays
+one of two parts (or both):
+
+- **check**: a tool named in the policy's ``extra_checks`` is called with ``{"text": ...}`` on
+  the question, on each retrieved passage or on the answer, and must return a mapping with
+  ``allowed`` (bool) and, when not allowed, a ``reason`` code (the graph escalates with it, or
+  drops the passage).
+- **answerer**: a tool with a ``handles(question) -> Mapping | None`` method declares which
+  questions it answers. ``match_question`` asks every registered answerer; the first (by
+  entry-point name) to return arguments gets the question: the graph takes route ``tool``,
+  invokes the tool with those arguments and gives its result as the answer (see
+  ``setpoint.agents.call_tool``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -25,9 +35,18 @@ if TYPE_CHECKING:
 
     from setpoint.tools.policy import Verdict
 
-__all__ = ["ENTRY_POINT_GROUP", "get_tool", "registered_names", "run_check"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ToolMatch",
+    "get_tool",
+    "match_question",
+    "registered_names",
+    "run_check",
+]
 
 ENTRY_POINT_GROUP = "setpoint.tools"
+
+_log = logging.getLogger(__name__)
 
 
 def _entry_points() -> dict[str, Any]:
@@ -81,3 +100,51 @@ def run_check(name: str, text: str) -> Verdict:
         return Verdict(name, True, score=out.get("score"))
     reason = str(out.get("reason") or name)
     return Verdict(name, False, reason, str(out.get("matched", "")), out.get("score"))
+
+
+@dataclass(frozen=True)
+class ToolMatch:
+    """A registered tool that declared it answers a question, and the arguments to call it with."""
+
+    #: The entry-point name (``get_tool(name)`` loads it).
+    name: str
+    args: dict[str, Any]
+
+
+def match_question(question: str) -> ToolMatch | None:
+    """The first registered tool, by entry-point name, whose ``handles(question)`` gives arguments.
+
+    Tools without a ``handles`` method (the checks) are skipped. So is a plug-in that fails to
+    load, raises in ``handles`` or answers with something other than a mapping: it is logged
+    as a warning, and the question goes on to the model as if the plug-in were not installed,
+    so one broken package cannot stop every question.
+
+    Example:
+        >>> match_question("What is 12 * (3 + 4)?")  # doctest: +SKIP  (with setpoint-calculator)
+        ToolMatch(name='calculator', args={'expression': '12 * (3 + 4)'})
+    """
+    for name in sorted(registered_names()):
+        try:
+            tool = get_tool(name)
+        except Exception as exc:  # a factory may raise anything; get_tool wraps only load errors
+            _log.warning("skipping tool %r: %s", name, exc)
+            continue
+        handles = getattr(tool, "handles", None)
+        if not callable(handles):
+            continue
+        try:
+            args = handles(question)
+        except Exception as exc:
+            _log.warning("tool %r failed to match a question, skipped: %s", name, exc)
+            continue
+        if args is None:
+            continue
+        if not isinstance(args, Mapping):
+            _log.warning(
+                "tool %r: handles() must return a mapping of arguments or None, got %s",
+                name,
+                type(args).__name__,
+            )
+            continue
+        return ToolMatch(name, dict(args))
+    return None
