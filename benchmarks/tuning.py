@@ -39,7 +39,9 @@ RESULTS = Path(__file__).parent / "results" / "tuning.json"
 def f1_closed_book(generator: Generator, dataset: QADataset, pairs: Sequence[QARecord], adapter: Path | None) -> float:
     generator.set_adapter(None)
     if adapter is not None:
-        generator.set_adapter(generator.load_adapter(adapter, f"{adapter.name}-{time.monotonic_ns()}"))
+        # A fresh name per call: the same folder is re-trained between measurements.
+        name = f"{adapter.name}-{time.monotonic_ns()}".replace(".", "_")
+        generator.set_adapter(generator.load_adapter(adapter, name))
     score = evaluate_reader(generator, dataset, pairs, closed_book=True, max_new_tokens=16)["f1"]
     generator.set_adapter(None)
     return float(score)
@@ -263,7 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             store.close()
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    # Parts run separately (--parts) add to the file instead of replacing the others.
+    earlier = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
+    RESULTS.write_text(json.dumps({**earlier, **results}, indent=2) + "\n", encoding="utf-8")
     width = max(len(k) for k, _ in table) if table else 0
     for key, value in table:
         print(f"{key:<{width}}  {value}")
