@@ -237,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for r in before_rows
                 ]  # fmt: skip
                 pairs = select_pairs(found, min_count=2)
+                if not pairs:
+                    routes = Counter((r["route"], r["status"]) for r in before_rows)
+                    raise SystemExit(f"distill selected no pair from the stream; routes: {dict(routes)}")
                 qa = [QARecord(p.id, p.question, (p.answer,), p.passage_id) for p in pairs]
                 distilled = train_knowledge(
                     fresh_generator(settings), qa, dataset.passages, config, work / "distilled",
