@@ -57,7 +57,11 @@ def zipf_stream(pairs: Sequence[QARecord], length: int, seed: int, s: float = 1.
     return rng.choices(list(pairs), weights=weights, k=length)
 
 
-def run_stream(graph: Any, stream: Sequence[QARecord], ctx: Any) -> list[dict[str, Any]]:
+def run_stream(
+    graph: Any, stream: Sequence[QARecord], ctx: Any, texts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Run the stream; each row carries its cited passages (the graph's output names them by
+    id in ``citations``; their texts come from ``texts``, the corpus that was indexed)."""
     from setpoint.metrics import best_f1
 
     rows = []
@@ -73,8 +77,9 @@ def run_stream(graph: Any, stream: Sequence[QARecord], ctx: Any) -> list[dict[st
                 "retrieval_calls": int(state.get("retrieval_calls", 0)),
                 "f1": best_f1(state.get("answer", ""), q.answers),
                 "passages": [
-                    {"id": p["id"], "title": p.get("title", ""), "text": p["text"]}
-                    for p in state.get("passages") or []
+                    {"id": c["id"], "title": c.get("title", ""), "text": texts[c["id"]].text}
+                    for c in state.get("citations") or []
+                    if c["id"] in texts
                 ],
             }
         )
@@ -229,7 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = Resources(settings=settings, _generator=fresh_generator(settings), _store=store)
                 graph = build_graph(res)
                 started = time.perf_counter()
-                before_rows = run_stream(graph, stream, Context(max_new_tokens=16))
+                # Same controller before and after: the thermostat shape `setpoint calibrate` chose
+                # for a tuned adapter (BENCHMARKS.md, "The controller"): a tuned adapter answers in
+                # 2-5 tokens, too short for the default 1 warm-up token + 2 steps to ever fire.
+                shape = {"setpoint": 1.6, "warmup_steps": 0, "consecutive_steps": 1, "max_new_tokens": 16}
+                before_rows = run_stream(graph, stream, Context(**shape), dataset.passages)
                 before_s = time.perf_counter() - started
                 found = [
                     Observation(r["question"], r["answer"], r["route"], r["status"],
@@ -239,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pairs = select_pairs(found, min_count=2)
                 if not pairs:
                     routes = Counter((r["route"], r["status"]) for r in before_rows)
+                    for r in before_rows[:3]:
+                        print(json.dumps({k: r[k] for k in ("question", "answer", "route", "status")}),
+                              [(p["id"], p["text"][:80]) for p in r["passages"]])  # fmt: skip
                     raise SystemExit(f"distill selected no pair from the stream; routes: {dict(routes)}")
                 qa = [QARecord(p.id, p.question, (p.answer,), p.passage_id) for p in pairs]
                 distilled = train_knowledge(
@@ -248,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res2 = Resources(settings=settings, _generator=fresh_generator(settings), _store=store)
                 graph2 = build_graph(res2)
                 started = time.perf_counter()
-                after_rows = run_stream(graph2, stream, Context(adapter=str(work / "distilled"), max_new_tokens=16))
+                after_rows = run_stream(
+                    graph2, stream, Context(adapter=str(work / "distilled"), **shape), dataset.passages
+                )
                 after_s = time.perf_counter() - started
                 b, a = summarise(before_rows, repeated), summarise(after_rows, repeated)
                 rb, ra = b["repeated"]["retrieval_calls_per_question"], a["repeated"]["retrieval_calls_per_question"]
