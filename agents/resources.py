@@ -8,6 +8,7 @@ stays cheap (``langgraph dev`` imports it at start-up).
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -83,6 +84,11 @@ class Resources:
     _search_tool: BaseTool | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _warmup: Future[bool] | None = field(default=None, repr=False)
+    _available: bool = field(default=False, repr=False)
+    _available_at: float | None = field(default=None, repr=False)
+    #: Seconds a ``retrieval_available`` answer is reused before the store is asked again.
+    AVAILABILITY_TTL_S: ClassVar[float] = 2.0
+    UNAVAILABLE_TTL_S: ClassVar[float] = 30.0
     _probes: dict[str, LinearProbe] = field(default_factory=dict, repr=False)
     _cards: dict[str, AdapterCard | None] = field(default_factory=dict, repr=False)
     _stale: StaleKnowledge | None = field(default=None, repr=False)
@@ -210,10 +216,42 @@ class Resources:
         return True
 
     def retrieval_available(self) -> bool:
-        """Whether the store answers; waits for a background warm-up if one is running."""
+        """Whether the store answers now.
+
+        The first call waits for the background warm-up. Later calls ask the store again
+        (``is_available``: a loopback liveness probe, about a millisecond) once the last
+        answer is ``AVAILABILITY_TTL_S`` old (``UNAVAILABLE_TTL_S`` while it is down: a
+        reconnect can mean starting the embedded server), so an index that went down, or
+        came back, after the warm-up is seen; a store without ``is_available`` is asked to
+        ``connect``.
+        """
         self.warm_up_retrieval()
         assert self._warmup is not None
-        return self._warmup.result()
+        first = self._warmup.result()
+        now = time.monotonic()
+        with self._lock:
+            if self._available_at is None:
+                self._available, self._available_at = first, now
+                return first
+            ttl = self.AVAILABILITY_TTL_S if self._available else self.UNAVAILABLE_TTL_S
+            if now - self._available_at < ttl:
+                return self._available
+            self._available_at = now  # one re-check per interval, even while it runs
+        available = self._probe_store()
+        with self._lock:
+            self._available = available
+        return available
+
+    def _probe_store(self) -> bool:
+        try:
+            store = self.store()
+            check = getattr(store, "is_available", None)
+            if check is not None:
+                return bool(check())
+            store.connect()
+        except Exception:  # any failure to reach the store means: not available now
+            return False
+        return True
 
     def close(self) -> None:
         """Close the store (and stop an embedded server this process started)."""
