@@ -183,6 +183,8 @@ class Generator:
             else:
                 self._peft.load_adapter(str(directory), adapter_name=adapter)
             self.adapters[adapter] = str(directory)
+            # ``set_adapter(None)`` disabled the adapter layers; the new adapter must be live.
+            self._peft.base_model.enable_adapter_layers()
             self._peft.set_adapter(adapter)
             self.active_adapter = adapter
             self._prefix_cache.clear()

@@ -145,6 +145,26 @@ def test_switching_adapters_changes_the_answer_distribution(tmp_path: Path) -> N
     assert gen.probe(prompt).entropy == pytest.approx(signals[a])
 
 
+def test_an_adapter_loaded_after_switching_to_the_base_model_is_live(tmp_path: Path) -> None:
+    # Regression: set_adapter(None) disables PEFT's adapter layers, and load_adapter used to
+    # activate the new adapter without enabling them again, so it silently ran the base model.
+    alone = make_tiny_generator(seed=0)
+    b_dir = save_random_adapter(tmp_path / "b", 2, None)
+    prompt = alone.prompt_ids("what is the capital of france ?")
+    alone.load_adapter(b_dir)
+    expected = alone.probe(prompt).entropy
+
+    gen = make_tiny_generator(seed=0)
+    gen.load_adapter(save_random_adapter(tmp_path / "a", 1, None))
+    gen.set_adapter(None)
+    base = gen.probe(prompt).entropy
+    b = gen.load_adapter(b_dir)
+    assert gen.active_adapter == b
+    got = gen.probe(prompt).entropy
+    assert got != pytest.approx(base, abs=1e-6)
+    assert got == pytest.approx(expected, abs=1e-5)
+
+
 def test_registry_picks_by_topic_then_by_lowest_signal(
     tmp_path: Path, spans: InMemorySpanExporter
 ) -> None:
