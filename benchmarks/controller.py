@@ -26,32 +26,15 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from machine_info import machine  # the folder of this script is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "load_average_start": os.getloadavg(),
-    }
 
 
 def train_core_adapter(

@@ -25,34 +25,17 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from machine_info import machine  # the folder of this script is on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 WRONG_BELOW_F1 = 0.5
 
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "load_average_start": os.getloadavg(),
-    }
 
 
 # ------------------------------------------------------------------ uncertainty signals

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from machine_info import machine  # the folder of this script is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,26 +53,6 @@ def load_squad(squad_dir: Path) -> tuple[list[Any], list[dict[str, Any]]]:
         questions = [json.loads(line) for line in fh if line.strip()]
     return records, questions
 
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-    }
 
 
 def quality(
@@ -152,7 +133,7 @@ def main() -> None:
         questions = questions[: args.questions]
     gold = [q["passage_id"] for q in questions]
     alphas = [float(a) for a in args.alphas.split(",") if a]
-    results: dict[str, Any] = {"machine": machine(), "load_avg_start": os.getloadavg()}
+    results: dict[str, Any] = {"machine": machine(load=False), "load_avg_start": os.getloadavg()}
     print(f"{len(records)} passages, {len(questions)} questions; load average {os.getloadavg()}")
 
     tmp = tempfile.TemporaryDirectory(prefix="setpoint-bench-")
