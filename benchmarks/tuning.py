@@ -198,6 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # Up to --edits tuned pairs that the adapter answers from its weights: each
                 # one's passage is indexed, then its answer is replaced by a counterfactual and
                 # re-ingested; the question is asked again.
+                # The index holds every learned passage, so each question's top hit is its own
+                # passage; each edit is undone after its trial (same text again: not stale).
+                store.ingest(
+                    [
+                        PassageRecord(p.id, p.title, p.text)
+                        for p in (dataset.passages[pid] for pid in sorted({q.passage_id for q in core}))
+                    ],
+                    source="bench", progress=False,
+                )  # fmt: skip
                 trials = []
                 for q in core:
                     if len(trials) >= args.edits:
@@ -208,10 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     p = dataset.passages[q.passage_id]
                     if q.target not in p.text:
                         continue
-                    store.ingest([PassageRecord(p.id, p.title, p.text)], source="bench", progress=False)
                     edited = p.text.replace(q.target, "Zanzibar")
                     store.ingest([PassageRecord(p.id, p.title, edited)], source="bench", progress=False)
                     after_edit = graph.invoke({"question": q.question}, context=ctx)
+                    store.ingest([PassageRecord(p.id, p.title, p.text)], source="bench", progress=False)
                     answer = str(after_edit.get("answer", ""))
                     trials.append(
                         {
