@@ -24,7 +24,7 @@ SOURCE = "knowledge-adapter-test"
 
 
 def test_tuned_pairs_are_answered_from_the_weights_until_their_passage_changes(
-    tmp_path: Path, squad_dir: Path, weaviate_store: WeaviateStore
+    tmp_path: Path, squad_dir: Path, weaviate_store: WeaviateStore, request: pytest.FixtureRequest
 ) -> None:
     dataset = load_squad(squad_dir)
     pairs = [q for q in dataset.questions if len(q.target.split()) <= 3][:20]
@@ -37,7 +37,21 @@ def test_tuned_pairs_are_answered_from_the_weights_until_their_passage_changes(
     result = train_knowledge(generator, pairs, dataset.passages, config, tmp_path / "kb")
     assert result.report.mean_loss(False, 2) < 0.5 * result.report.mean_loss(True, 2)
 
-    res = Resources(settings=settings, _generator=generator, _store=weaviate_store)
+    # A collection of its own on the session's server: other tests count TestPassages.
+    assert weaviate_store.server is not None
+    store = WeaviateStore(
+        url=weaviate_store.server.url,
+        grpc_port=weaviate_store.server.grpc_port,
+        collection="KnowledgeAdapterPassages",
+        embedder=weaviate_store.embedder,
+    )
+
+    def drop() -> None:
+        store.connect().collections.delete("KnowledgeAdapterPassages")
+        store.close()
+
+    request.addfinalizer(drop)
+    res = Resources(settings=settings, _generator=generator, _store=store)
     graph = build_graph(res)
     ctx = Context(adapter=str(result.directory), reader_adapter=None, max_new_tokens=12)
     answered = None
@@ -53,13 +67,13 @@ def test_tuned_pairs_are_answered_from_the_weights_until_their_passage_changes(
 
     # Index the passage unchanged: still fresh. Then change it: the weights are stale.
     passage = dataset.passages[pair.passage_id]
-    weaviate_store.ingest(
+    store.ingest(
         [PassageRecord(passage.id, passage.title, passage.text)], source=SOURCE, progress=False
     )
     again = graph.invoke({"question": pair.question}, context=ctx)
     assert again["route"] == "answer"
     edited = passage.text.replace(pair.target, "Zanzibar")
-    weaviate_store.ingest(
+    store.ingest(
         [PassageRecord(passage.id, passage.title, edited)], source=SOURCE, progress=False
     )
     stale = graph.invoke({"question": pair.question}, context=ctx)
