@@ -38,6 +38,10 @@ _TRANSIENT = (
     "resource exhausted",
     "connection reset",
     "context canceled",
+    # A cluster node whose peer just died: "rpc error: code = Canceled desc = grpc: the client
+    # connection is closing" (the write went nowhere; at QUORUM a retry lands on live replicas).
+    "code = canceled",
+    "connection is closing",
 )
 _RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 

@@ -262,7 +262,8 @@ class WeaviateCluster:
         raise RetrievalError("no node of the Weaviate cluster reports a Raft leader")
 
     def wait_healthy(self, timeout_s: float | None = None) -> None:
-        """Wait until every running node reports every running node ``HEALTHY``.
+        """Wait until every running node reports every running node ``HEALTHY`` and the Raft
+        group has a live leader that every running node has caught up with.
 
         Raises:
             RetrievalError: the cluster did not settle in time.
@@ -276,12 +277,37 @@ class WeaviateCluster:
                 views = [self.node_status(n.index) for n in running]
                 last = views
                 if all(all(view.get(name) == "HEALTHY" for name in wanted) for view in views):
-                    return
+                    unsettled = self._raft_unsettled(running[0].index, wanted)
+                    last = unsettled or views
+                    if not unsettled:
+                        return
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 last = exc
             if time.monotonic() > deadline:
                 raise RetrievalError(f"the Weaviate cluster did not become healthy: {last}")
             time.sleep(0.25)
+
+    def _raft_unsettled(self, via: int, wanted: set[str]) -> str | None:
+        """Why the schema's Raft group cannot take a change yet, or None when it can.
+
+        Memberlist health comes first; a node that just rejoined is ``HEALTHY`` before it has
+        a leader, a loaded database and its log applied, and a schema change (creating a
+        collection) sent then timed out under load.
+        """
+        body = self._get_json(via, "/v1/cluster/statistics")
+        stats = {str(s.get("name")): s for s in body.get("statistics", [])}
+        for name in sorted(wanted):
+            node = stats.get(name)
+            if node is None:
+                return f"{name}: no Raft statistics yet"
+            if not node.get("ready") or not node.get("dbLoaded", True):
+                return f"{name}: not ready"
+            if str(node.get("leaderId", "")) not in wanted:
+                return f"{name}: no live Raft leader (sees {node.get('leaderId')!r})"
+            raft = node.get("raft", {})
+            if str(raft.get("appliedIndex")) != str(raft.get("commitIndex")):
+                return f"{name}: Raft log not applied yet"
+        return None
 
     def __enter__(self) -> WeaviateCluster:
         return self.start()
