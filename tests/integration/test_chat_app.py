@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from isolation import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +33,6 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 RUN_TIMEOUT_MS = 240_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +65,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     assert ingest.returncode == 0, ingest.stderr[-2000:]
 
-    port = _free_port()
+    port = free_port()
     log_path = base / "app.log"
     log = log_path.open("w")
     proc = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from isolation import free_port, isolated_settings
 
 from setpoint.api import Setpoint
 from setpoint.settings import Settings
@@ -27,21 +27,10 @@ NODE_NAMES = {"guard_input", "probe", "generate", "retrieve", "check_output", "f
 SAMPLE = Path(str(resources.files("setpoint").joinpath("data/squad_sample.jsonl")))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     base = tmp_path_factory.mktemp("e2e")
-    return Settings.from_env().replace(
-        weaviate_url=None,
-        weaviate_data_override=base / "weaviate",
-        trace_file_override=base / "spans.jsonl",
-        collection="E2EPassages",
-    )
+    return isolated_settings(base, "E2EPassages")
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +159,7 @@ def test_cli_ask_json_and_no_orphan_server(cli_env: dict[str, str]) -> None:
 
 def test_weaviate_down_answer_route_flagged_and_retrieve_route_fails(tmp_path: Path) -> None:
     env = {
-        "SETPOINT_WEAVIATE_URL": f"http://127.0.0.1:{_free_port()}",
+        "SETPOINT_WEAVIATE_URL": f"http://127.0.0.1:{free_port()}",
         "SETPOINT_WEAVIATE_TIMEOUT": "2",
         "SETPOINT_TRACE_FILE": str(tmp_path / "spans.jsonl"),
     }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from isolation import free_port, isolated_settings
 
 from setpoint.api import Setpoint
 from setpoint.settings import Settings
@@ -45,23 +45,11 @@ PASSAGES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     base = tmp_path_factory.mktemp("policy")
-    return Settings.from_env().replace(
-        weaviate_url=None,
-        weaviate_data_override=base / "weaviate",
-        trace_file_override=base / "spans.jsonl",
-        collection="PolicyPassages",
-        # Prompts and answers in the spans: the strictest setting for the PII and poison checks.
-        trace_content=True,
-    )
+    # Prompts and answers in the spans: the strictest setting for the PII and poison checks.
+    return isolated_settings(base, "PolicyPassages", trace_content=True)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +157,7 @@ def test_an_interrupted_run_survives_a_restart_and_resumes_to_an_answer(tmp_path
         "SETPOINT_CHECKPOINT_URL": f"sqlite:///{tmp_path / 'runs.sqlite'}",
         "SETPOINT_TRACE_FILE": str(tmp_path / "spans.jsonl"),
         # Neither process needs Weaviate: a closed port proves it.
-        "SETPOINT_WEAVIATE_URL": f"http://127.0.0.1:{_free_port()}",
+        "SETPOINT_WEAVIATE_URL": f"http://127.0.0.1:{free_port()}",
     }
     first = _run(["-c", PAUSE], env)
     assert first.returncode == 0, first.stderr[-2000:]

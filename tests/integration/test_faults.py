@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from isolation import free_port
 
 from setpoint.settings import Settings
 
@@ -29,12 +30,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 QUESTION = "What is the capital of France?"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -102,7 +97,7 @@ def postgres_url() -> Iterator[str]:
         owner = pwd.getpwnam("postgres")
         os.chown(base, owner.pw_uid, owner.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = base / "data", _free_port()
+    data, port = base / "data", free_port()
     subprocess.run(
         [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "setpoint", "--no-sync"],
         check=True, capture_output=True, timeout=120,
@@ -211,7 +206,7 @@ def test_killed_during_generation_resumes_from_checkpoint(
 def test_unreachable_postgres_is_one_clear_line(fault_env: dict[str, str]) -> None:
     env = {
         **fault_env,
-        "SETPOINT_CHECKPOINT_URL": f"postgresql://setpoint@127.0.0.1:{_free_port()}/x",
+        "SETPOINT_CHECKPOINT_URL": f"postgresql://setpoint@127.0.0.1:{free_port()}/x",
     }
     started = time.monotonic()
     done = subprocess.run(

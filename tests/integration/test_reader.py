@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from isolation import isolated_settings
 
 from setpoint.adapters.qa_data import TitleSplit, default_squad_dir, load_squad
 from setpoint.adapters.reader_adapter import adapter_fits, shipped_reader_dir, training_record
@@ -32,12 +33,7 @@ def squad_dir() -> Path:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     base = tmp_path_factory.mktemp("reader")
-    return Settings.from_env().replace(
-        weaviate_url=None,
-        weaviate_data_override=base / "weaviate",
-        trace_file_override=base / "spans.jsonl",
-        collection="ReaderPassages",
-    )
+    return isolated_settings(base, "ReaderPassages")
 
 
 @pytest.fixture(scope="module")

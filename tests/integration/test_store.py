@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from isolation import free_port
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import ToolMessage
 
@@ -71,12 +71,6 @@ def _squad_dir() -> Path:
     if explicit:
         return Path(explicit).expanduser()
     return Path(__file__).resolve().parents[3] / "shared" / "data" / "squad"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -447,7 +441,7 @@ def test_api_key_auth(tmp_path: Path, embedder: Embedder) -> None:
 
 
 def test_unreachable_url(embedder: Embedder) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     store = WeaviateStore.from_settings(Settings.from_env().replace(weaviate_url=url), embedder)
     with pytest.raises(RetrievalError) as info:
         store.connect()
