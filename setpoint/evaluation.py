@@ -229,6 +229,7 @@ def _yes(generator: Any, system: str, user: str) -> bool:
 def _grader_record(session: Setpoint, q: EvalQuestion, ctx: Context) -> EvalRecord:
     """LangGraph's adaptive-RAG pattern with the same model as grader."""
     from setpoint.adapters.generator import Passage
+    from setpoint.adapters.grounding import answer_question
     from setpoint.agents.probe import select_adapter
 
     generator = session.resources.generator()
@@ -261,20 +262,11 @@ def _grader_record(session: Setpoint, q: EvalQuestion, ctx: Context) -> EvalReco
         cited = [p.id for p in passages]
     calls += 1
     if passages:
-        from setpoint.adapters.grounding import SpanConstraint
         from setpoint.adapters.reader_adapter import resolve_reader
 
         select_adapter(session.resources, resolve_reader(generator.model.config, ctx.reader_adapter))
-        constraint = SpanConstraint.for_generator(generator, passages) if ctx.grounded else None
-    else:
-        constraint = None
-    prompt = generator.prompt_ids(q.question, passages)
-    tokens = [
-        t
-        for t in generator.stream(prompt, max_new_tokens=ctx.max_new_tokens, logits_processor=constraint)
-        if t.token_id not in generator.stop_ids
-    ]
-    answer = "".join(t.text for t in tokens).strip()
+    reply = answer_question(generator, q.question, passages, max_new_tokens=ctx.max_new_tokens, grounded=ctx.grounded)
+    answer = reply.text
     return EvalRecord(
         strategy="grader",
         qid=q.id,
@@ -284,7 +276,7 @@ def _grader_record(session: Setpoint, q: EvalQuestion, ctx: Context) -> EvalReco
         f1=best_f1(answer, q.answers),
         retrieval_calls=retrievals,
         model_calls=calls,
-        tokens=len(tokens),
+        tokens=len(reply.answer_tokens),
         seconds=time.perf_counter() - started,
         route="retrieve" if retrievals else "answer",
         gold_cited=q.passage_id in cited,
