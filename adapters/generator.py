@@ -8,9 +8,10 @@ to free, and no extra forward pass is ever run.
 
 from __future__ import annotations
 
+import collections.abc
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,10 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+#: What ``Generator.stream`` returns: iterate it; ``close()`` ends decoding early.
+TokenStream = collections.abc.Generator["GeneratedToken", None, None]
 
 
 @dataclass(frozen=True)
@@ -301,12 +306,12 @@ class Generator:
             raise ModelError("empty prompt: nothing to prefill")
         with self.lock, torch.inference_mode():
             cache, logits = self._prefill(prompt_ids)
-            self._prefix_cache[(self.active_adapter, tuple(prompt_ids))] = (cache, logits)
-            while len(self._prefix_cache) > self._prefix_cache_size:
-                self._prefix_cache.popitem(last=False)
+            self._keep_prefill(prompt_ids, cache, logits)
             return self._signals(logits)
 
-    def probe_features(self, prompt_ids: Sequence[int], layer: int) -> tuple[StepSignals, list[float]]:
+    def probe_features(
+        self, prompt_ids: Sequence[int], layer: int
+    ) -> tuple[StepSignals, list[float]]:
         """Like ``probe``, and also the prompt's last-position hidden state at ``layer``.
 
         The hidden state comes from the same prefill pass (a trained probe reads it); the KV
@@ -337,7 +342,8 @@ class Generator:
         temperature: float = 0.0,
         seed: int = 0,
         logits_processor: Callable[[Sequence[int], torch.Tensor], torch.Tensor] | None = None,
-    ) -> Iterator[GeneratedToken]:
+        keep_prompt: bool = False,
+    ) -> TokenStream:
         """Decode greedily (or sample with ``temperature > 0``), yielding each token with its signals.
 
         The stop token is yielded too (its ``text`` is empty) so callers see why decoding ended.
@@ -347,6 +353,9 @@ class Generator:
         the token is chosen from (e.g. ``grounding.SpanConstraint``); the signals and
         ``logprob`` stay those of the model's own distribution, so the thermostat and
         selective answering still read the model's uncertainty.
+
+        ``keep_prompt`` keeps the prompt's KV cache when decoding ends (the answer's entries
+        cut off again), so a ``sample`` of the same prompt right after does not prefill again.
         """
         import torch
 
@@ -354,29 +363,113 @@ class Generator:
             raise ModelError("empty prompt: nothing to decode")
         with self.lock, torch.inference_mode():
             cache, logits = self._prefill(prompt_ids)
+            prompt_logits = logits
             rng = torch.Generator().manual_seed(seed) if temperature > 0 else None
             generated: list[int] = []
             shown = ""
+            try:
+                for index in range(max_new_tokens):
+                    signals = self._signals(logits)
+                    scores = logits[0]
+                    if logits_processor is not None:
+                        scores = logits_processor(generated, logits[:1])[0]
+                    if rng is not None:
+                        probs = torch.softmax(scores / temperature, dim=-1)
+                        token = int(torch.multinomial(probs, 1, generator=rng))
+                    else:
+                        token = int(torch.argmax(scores))
+                    logprob = float(torch.log_softmax(logits[0].float(), dim=-1)[token])
+                    if token in self._stop_ids:
+                        yield GeneratedToken(index, token, "", signals, logprob)
+                        return
+                    generated.append(token)
+                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                    piece, shown = text[len(shown) :], text
+                    yield GeneratedToken(index, token, piece, signals, logprob)
+                    if index + 1 < max_new_tokens:
+                        logits, cache = self._forward(
+                            torch.tensor([[token]], dtype=torch.long), cache
+                        )
+            finally:
+                if keep_prompt:
+                    extra = cache.get_seq_length() - len(prompt_ids)
+                    if extra > 0:
+                        cache.crop(-extra)
+                    self._keep_prefill(prompt_ids, cache, prompt_logits)
+
+    def _keep_prefill(self, prompt_ids: Sequence[int], cache: Any, logits: torch.Tensor) -> None:
+        self._prefix_cache[(self.active_adapter, tuple(prompt_ids))] = (cache, logits)
+        while len(self._prefix_cache) > self._prefix_cache_size:
+            self._prefix_cache.popitem(last=False)
+
+    def sample(
+        self,
+        prompt_ids: Sequence[int],
+        n: int,
+        *,
+        max_new_tokens: int = 24,
+        temperature: float = 1.0,
+        seed: int = 0,
+        logits_processors: Sequence[Callable[[Sequence[int], torch.Tensor], torch.Tensor]] = (),
+    ) -> list[list[int]]:
+        """``n`` answers sampled at ``temperature`` in one batch, as token ids (stop token left out).
+
+        The prompt is prefilled once (or taken from a ``stream(..., keep_prompt=True)`` just
+        before) and its KV cache repeated ``n`` times, so the samples cost decode steps only.
+        ``logits_processors`` holds one processor per sample (they may keep state, as
+        ``grounding.SpanConstraint`` does); decoding ends when every sample has stopped.
+
+        Example:
+            >>> ids = gen.prompt_ids("Who won Super Bowl 50?", [passage])  # doctest: +SKIP
+            >>> [gen.tokenizer.decode(s) for s in gen.sample(ids, 4, seed=1)]  # doctest: +SKIP
+            ['Denver Broncos', 'Denver Broncos', 'The Denver Broncos', 'Denver Broncos']
+        """
+        import torch
+
+        if not prompt_ids:
+            raise ModelError("empty prompt: nothing to decode")
+        if n < 1:
+            raise ConfigError(f"sample count must be at least 1, got {n}")
+        if temperature <= 0:
+            raise ConfigError(f"sampling temperature must be > 0, got {temperature:g}")
+        if logits_processors and len(logits_processors) != n:
+            raise ConfigError(f"{len(logits_processors)} logits processors for {n} samples")
+        with self.lock, torch.inference_mode():
+            cache, logits = self._prefill(prompt_ids)
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+            scores = logits[:1].expand(n, -1)
+            rng = torch.Generator().manual_seed(seed)
+            samples: list[list[int]] = [[] for _ in range(n)]
+            finished = [False] * n
+            stop = min(self._stop_ids)
             for index in range(max_new_tokens):
-                signals = self._signals(logits)
-                scores = logits[0]
-                if logits_processor is not None:
-                    scores = logits_processor(generated, logits[:1])[0]
-                if rng is not None:
-                    probs = torch.softmax(scores / temperature, dim=-1)
+                chosen: list[int] = []
+                for i in range(n):
+                    if finished[i]:
+                        chosen.append(stop)  # keeps the batch aligned; never read
+                        continue
+                    row = scores[i : i + 1]
+                    if logits_processors:
+                        row = logits_processors[i](samples[i], row)
+                    probs = torch.softmax(row[0].float() / temperature, dim=-1)
                     token = int(torch.multinomial(probs, 1, generator=rng))
-                else:
-                    token = int(torch.argmax(scores))
-                logprob = float(torch.log_softmax(logits[0].float(), dim=-1)[token])
-                if token in self._stop_ids:
-                    yield GeneratedToken(index, token, "", signals, logprob)
-                    return
-                generated.append(token)
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                piece, shown = text[len(shown) :], text
-                yield GeneratedToken(index, token, piece, signals, logprob)
-                if index + 1 < max_new_tokens:
-                    logits, cache = self._forward(torch.tensor([[token]], dtype=torch.long), cache)
+                    chosen.append(token)
+                    if token in self._stop_ids:
+                        finished[i] = True
+                    else:
+                        samples[i].append(token)
+                if all(finished) or index + 1 == max_new_tokens:
+                    break
+                scores = self._batch_logits(torch.tensor(chosen, dtype=torch.long)[:, None], cache)
+            return samples
+
+    def _batch_logits(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Final-layer logits at the last position of every row of a batch (no logit-lens rows)."""
+        causal_lm = self._peft.get_base_model() if self._peft is not None else self.model
+        out = causal_lm.get_decoder()(input_ids=input_ids, cache=cache, use_cache=True)
+        logits: torch.Tensor = causal_lm.get_output_embeddings()(out.last_hidden_state[:, -1])
+        return logits
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

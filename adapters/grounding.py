@@ -12,9 +12,11 @@ quote is tokenised differently from the same words inside the passage ("Denver" 
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,11 +191,26 @@ class ReaderAnswer:
     quote: Quote | None = None
     #: Whether decoding ended on the stop token (the last of ``tokens``) rather than the cap.
     stopped: bool = False
+    #: Answers sampled from the same prompt (``answer_question(..., samples=k)``), else empty.
+    samples: list[str] = field(default_factory=list)
 
     @property
     def answer_tokens(self) -> list[GeneratedToken]:
         """The tokens of the answer itself (the stop token left out)."""
         return self.tokens[:-1] if self.stopped else self.tokens
+
+    @property
+    def disagreement(self) -> float | None:
+        """``1 -`` the mean token F1 of the sampled answers against this one; None without samples.
+
+        0 when every sample says the same, 1 when none shares a word with the answer. A
+        reader that knows the answer keeps giving it; one that guesses scatters.
+        """
+        if not self.samples:
+            return None
+        from setpoint.metrics import token_f1
+
+        return 1.0 - sum(token_f1(s, self.text) for s in self.samples) / len(self.samples)
 
 
 def answer_question(
@@ -203,8 +220,15 @@ def answer_question(
     *,
     max_new_tokens: int = 24,
     grounded: bool = False,
+    samples: int = 0,
+    sample_temperature: float = 1.0,
+    seed: int = 0,
 ) -> ReaderAnswer:
     """Answer one question greedily with the active adapter; ``grounded`` quotes the passages.
+
+    ``samples`` > 0 also draws that many answers at ``sample_temperature`` from the same
+    prompt (one batch, no second prefill; grounded too when ``grounded``), for
+    ``ReaderAnswer.disagreement``.
 
     Example:
         >>> answer_question(gen, "Who won Super Bowl 50?", [passage], grounded=True).text  # doctest: +SKIP
@@ -212,27 +236,75 @@ def answer_question(
     """
     started = time.perf_counter()
     processor = SpanConstraint.for_generator(generator, passages) if grounded and passages else None
+    prompt = generator.prompt_ids(question, passages)
     tokens: list[GeneratedToken] = []
     pieces: list[str] = []
     stopped = False
-    for token in generator.stream(
-        generator.prompt_ids(question, passages),
-        max_new_tokens=max_new_tokens,
-        logits_processor=processor,
-    ):
-        tokens.append(token)
-        if token.token_id in generator.stop_ids:
-            stopped = True
-            break
-        pieces.append(token.text)
+    with closing(
+        generator.stream(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            logits_processor=processor,
+            keep_prompt=samples > 0,
+        )
+    ) as stream:
+        for token in stream:
+            tokens.append(token)
+            if token.token_id in generator.stop_ids:
+                stopped = True
+                break
+            pieces.append(token.text)
     text = "".join(pieces).strip()
+    sampled = (
+        sample_answers(
+            generator,
+            prompt,
+            passages,
+            samples,
+            grounded=grounded,
+            max_new_tokens=max_new_tokens,
+            temperature=sample_temperature,
+            seed=seed,
+        )
+        if samples > 0
+        else []
+    )
     return ReaderAnswer(
         text=text,
         tokens=tokens,
         seconds=time.perf_counter() - started,
         quote=locate_quote(text, passages) if passages else None,
         stopped=stopped,
+        samples=sampled,
     )
+
+
+def sample_answers(
+    generator: Generator,
+    prompt_ids: Sequence[int],
+    passages: Sequence[Passage],
+    n: int,
+    *,
+    grounded: bool,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> list[str]:
+    """``n`` answers sampled for ``prompt_ids`` in one batch; quotes of ``passages`` when grounded."""
+    processors = (
+        [SpanConstraint.for_generator(generator, passages) for _ in range(n)]
+        if grounded and passages
+        else []
+    )
+    drawn = generator.sample(
+        prompt_ids,
+        n,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        logits_processors=processors,
+    )
+    return [generator.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in drawn]
 
 
 def reader_uncertainty(tokens: Sequence[GeneratedToken]) -> float:
@@ -246,3 +318,15 @@ def reader_uncertainty(tokens: Sequence[GeneratedToken]) -> float:
     if not tokens:
         return float("inf")
     return -sum(t.logprob for t in tokens)
+
+
+def sampled_uncertainty(disagreement: float, surprisal: float) -> float:
+    """Sampled-answer disagreement, ties broken by the greedy answer's total surprisal.
+
+    Disagreement moves in steps of at least ``1/(samples * answer words)``; the surprisal
+    term stays below 0.01, so it only orders answers with equal disagreement (most often
+    the ones every sample agreed with). Higher means less sure, in ``[0, 1.01)``.
+    """
+    if math.isinf(surprisal):
+        return disagreement + 0.01
+    return disagreement + 0.01 * (1.0 - math.exp(-max(0.0, surprisal)))

@@ -41,6 +41,28 @@ def _reader_options(ctx: Any) -> tuple[str | None, bool, float]:
     )
 
 
+def _sampled_uncertainty(
+    generator: Any,
+    prompt: list[int],
+    passages: list[Any],
+    text: str,
+    surprisal: float,
+    samples: int,
+    ctx: Any,
+    grounded: bool,
+) -> tuple[float, float]:
+    """(sampled uncertainty, disagreement) of a reader answer; see ``Context.reader_samples``."""
+    from setpoint.adapters.grounding import ReaderAnswer, sample_answers, sampled_uncertainty
+
+    drawn = sample_answers(
+        generator, prompt, passages, samples, grounded=grounded, max_new_tokens=ctx.max_new_tokens
+    )
+    answer = ReaderAnswer(text=text, samples=drawn)
+    disagreement = answer.disagreement
+    assert disagreement is not None
+    return sampled_uncertainty(disagreement, surprisal), disagreement
+
+
 def make_generate(res: Resources) -> Any:
     def generate(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         from setpoint.adapters.generator import Passage
@@ -94,9 +116,14 @@ def make_generate(res: Resources) -> Any:
                         ATTR.ADAPTER: adapter,
                     },
                 )
-                for token in generator.stream(
-                    prompt, max_new_tokens=ctx.max_new_tokens, logits_processor=constraint
-                ):
+                samples = int(getattr(ctx, "reader_samples", 0)) if passages else 0
+                token_stream = generator.stream(
+                    prompt,
+                    max_new_tokens=ctx.max_new_tokens,
+                    logits_processor=constraint,
+                    keep_prompt=samples > 0,
+                )
+                for token in token_stream:
                     tokens.append(token)
                     watched = (
                         token.signals.surprisal
@@ -136,6 +163,9 @@ def make_generate(res: Resources) -> Any:
                             }
                         )
                         break
+                # Closed now, not whenever it is collected: with keep_prompt, closing puts
+                # the prompt's KV cache back for the samples below.
+                token_stream.close()
                 text = "".join(pieces).strip()
                 set_attributes(
                     chat,
@@ -175,11 +205,19 @@ def make_generate(res: Resources) -> Any:
                 from setpoint.adapters.grounding import locate_quote, reader_uncertainty
 
                 uncertainty = reader_uncertainty(tokens)
+                disagreement = None
+                if samples > 0:
+                    uncertainty, disagreement = _sampled_uncertainty(
+                        generator, prompt, passages, text, uncertainty, samples, ctx, grounded
+                    )
                 quote = locate_quote(text, passages)
                 set_attributes(
                     node,
                     {
                         "setpoint.grounded": constraint is not None,
+                        "setpoint.reader_signal": "sampled" if samples > 0 else "surprisal",
+                        "setpoint.reader_samples": samples,
+                        "setpoint.reader_disagreement": disagreement,
                         "setpoint.reader_uncertainty": uncertainty,
                         "setpoint.reader_setpoint": reader_setpoint,
                         "setpoint.quote_passage_id": quote.passage_id if quote else None,

@@ -37,25 +37,31 @@ ROOT = Path(__file__).resolve().parents[1]
 WRONG_BELOW_F1 = 0.5
 
 
-
 # ------------------------------------------------------------------ uncertainty signals
-def _signals(tokens: Sequence[Any]) -> dict[str, float]:
+SIGNALS = ("total_surprisal", "mean_surprisal", "first_entropy", "mean_entropy", "max_entropy")
+#: With ``--samples``: sampled-answer disagreement, and the same with ties broken by surprisal.
+SAMPLED_SIGNALS = ("disagreement", "disagreement_surprisal")
+
+
+def _signals(tokens: Sequence[Any], disagreement: float | None = None) -> dict[str, float]:
     """Candidate uncertainty signals of one answer (higher = less sure)."""
-    from setpoint.adapters.grounding import reader_uncertainty
+    from setpoint.adapters.grounding import reader_uncertainty, sampled_uncertainty
 
     if not tokens:
-        return dict.fromkeys(
-            ("total_surprisal", "mean_surprisal", "first_entropy", "mean_entropy", "max_entropy"),
-            math.inf,
-        )
-    entropies = [t.signals.entropy for t in tokens]
-    return {
-        "total_surprisal": reader_uncertainty(tokens),
-        "mean_surprisal": -sum(t.logprob for t in tokens) / len(tokens),
-        "first_entropy": entropies[0],
-        "mean_entropy": sum(entropies) / len(entropies),
-        "max_entropy": max(entropies),
-    }
+        out = dict.fromkeys(SIGNALS, math.inf)
+    else:
+        entropies = [t.signals.entropy for t in tokens]
+        out = {
+            "total_surprisal": reader_uncertainty(tokens),
+            "mean_surprisal": -sum(t.logprob for t in tokens) / len(tokens),
+            "first_entropy": entropies[0],
+            "mean_entropy": sum(entropies) / len(entropies),
+            "max_entropy": max(entropies),
+        }
+    if disagreement is not None:
+        out["disagreement"] = disagreement
+        out["disagreement_surprisal"] = sampled_uncertainty(disagreement, out["total_surprisal"])
+    return out
 
 
 def coverage_curve(
@@ -139,6 +145,12 @@ def main() -> None:
         help="keep the answers already in --out (any variant) and answer only what is missing",
     )
     parser.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        help="also sample this many answers per reader/grounded answer (disagreement signal)",
+    )
+    parser.add_argument(
         "--retrieval-cache",
         type=Path,
         default=ROOT / "benchmarks" / "results" / "reader_retrieval.json",
@@ -218,6 +230,7 @@ def main() -> None:
                     passages,
                     max_new_tokens=args.max_new_tokens,
                     grounded=variant == "grounded",
+                    samples=0 if variant == "base" else args.samples,
                 )
                 runs[f"{variant}/{context}"].append(
                     {
@@ -228,7 +241,8 @@ def main() -> None:
                         "tokens": len(answer.answer_tokens),
                         "seconds": answer.seconds,
                         "quote": answer.quote is not None,
-                        **_signals(answer.tokens),
+                        **_signals(answer.tokens, answer.disagreement),
+                        **({"samples": answer.samples} if answer.samples else {}),
                     }
                 )
         if n % 25 == 0 or n == len(questions):
@@ -244,10 +258,10 @@ def main() -> None:
             args.out.write_text(json.dumps({"answers": runs}) + "\n", encoding="utf-8")
 
     summary: dict[str, Any] = {}
-    signal_names = list(_signals([]))
     for key, rows in runs.items():
         if not rows:
             continue
+        signal_names = [n for n in (*SIGNALS, *SAMPLED_SIGNALS) if all(n in r for r in rows)]
         f1 = [r["f1"] for r in rows]
         wrong = [r["f1"] < WRONG_BELOW_F1 for r in rows]
         entry: dict[str, Any] = {

@@ -64,6 +64,13 @@ class Context:
     #: Selective answering: when the reader's uncertainty (``grounding.reader_uncertainty``,
     #: nats) is above this, the question is escalated instead of answered; inf never abstains.
     reader_setpoint: float = math.inf
+    #: With > 0, the reader's uncertainty is sampled instead: this many answers are drawn
+    #: (temperature 1, one batch on the kept prompt cache; quotes too when ``grounded``) and
+    #: the uncertainty is their disagreement with the answer, ties broken by its surprisal
+    #: (``grounding.sampled_uncertainty``, in [0, 1.01)); ``reader_setpoint`` is then on that
+    #: scale. It flags wrong answers better than surprisal alone (BENCHMARKS.md, "Reader
+    #: adapter") for a few extra decode steps.
+    reader_samples: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.adapters, str):
@@ -74,6 +81,11 @@ class Context:
             raise ConfigError(f"trigger must be 'entropy' or 'surprisal', got {self.trigger!r}")
         if math.isnan(self.reader_setpoint):
             raise ConfigError("reader_setpoint cannot be NaN; use inf to never abstain")
+        if not 0 <= self.reader_samples <= 32:
+            raise ConfigError(
+                f"reader_samples must be between 0 and 32, got {self.reader_samples}; "
+                "0 reads the greedy answer's surprisal"
+            )
 
     def thresholds(self) -> Thresholds:
         """The thermostat's view of this context (validated there)."""

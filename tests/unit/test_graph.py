@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from setpoint.agents.resources import Resources
 from setpoint.api import Setpoint
-from setpoint.errors import InputError, RetrievalError
+from setpoint.errors import ConfigError, InputError, RetrievalError
 from setpoint.graphs.context import Context
 from setpoint.graphs.graph import build_graph
 
@@ -87,6 +87,39 @@ def test_abstains_when_still_uncertain_after_retrieval(resources: Resources) -> 
         abstain_above=0.0,
     )
     assert out["route"] == "escalate" and out["reason"] == "uncertain_after_retrieval"
+
+
+@pytest.mark.parametrize(("reader_setpoint", "escalated"), [(-0.5, True), (1.02, False)])
+def test_sampled_reader_uncertainty_drives_selective_answering(
+    resources: Resources, spans: InMemorySpanExporter, reader_setpoint: float, escalated: bool
+) -> None:
+    """With reader_samples the setpoint reads sampled disagreement, on its [0, 1.01) scale."""
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        probe_setpoint=0.0,
+        setpoint=math.inf,
+        reader_samples=4,
+        reader_setpoint=reader_setpoint,
+    )
+    assert (out["route"] == "escalate") is escalated
+    generate = [
+        s for s in spans.get_finished_spans() if s.attributes.get("setpoint.phase") == "reader"
+    ]
+    assert len(generate) == 1
+    attrs = generate[0].attributes
+    assert attrs["setpoint.reader_signal"] == "sampled"
+    assert attrs["setpoint.reader_samples"] == 4
+    disagreement = attrs["setpoint.reader_disagreement"]
+    assert 0.0 <= disagreement <= 1.0
+    assert disagreement <= attrs["setpoint.reader_uncertainty"] < disagreement + 0.01 + 1e-9
+
+
+def test_reader_samples_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="reader_samples"):
+        Context(reader_samples=-1)
+    with pytest.raises(ConfigError, match="reader_samples"):
+        Context(reader_samples=1000)
 
 
 @pytest.mark.parametrize("question", ["", "   ", "a" * 5000, "bad\x00bytes"])

@@ -12,9 +12,12 @@ from setpoint.adapters.grounding import (
     SpanConstraint,
     TokenTable,
     answer_question,
+    ReaderAnswer,
     locate_quote,
     reader_uncertainty,
+    sampled_uncertainty,
 )
+from setpoint.errors import ConfigError
 
 PASSAGES = [
     Passage("p1", "Super Bowl", "the denver broncos won the super bowl game ."),
@@ -104,3 +107,71 @@ def test_reader_uncertainty_orders_confident_below_unsure(tiny_generator: Genera
     value = reader_uncertainty(answer.tokens)
     assert value >= 0.0
     assert reader_uncertainty([]) == float("inf")
+
+
+def test_batched_samples_at_low_temperature_follow_the_greedy_answer(
+    tiny_generator: Generator,
+) -> None:
+    """The batched decode path (repeated KV cache, one forward for all rows) matches ``stream``."""
+    for question in QUESTIONS[:2]:
+        ids = tiny_generator.prompt_ids(question, PASSAGES)
+        greedy = [
+            t.token_id
+            for t in tiny_generator.stream(ids, max_new_tokens=6)
+            if t.token_id not in tiny_generator.stop_ids
+        ]
+        samples = tiny_generator.sample(ids, 3, max_new_tokens=6, temperature=1e-4, seed=3)
+        assert samples == [greedy] * 3
+
+
+def test_samples_from_a_kept_prompt_equal_samples_from_a_fresh_prefill(
+    tiny_generator: Generator,
+) -> None:
+    """``keep_prompt`` cuts the answer's KV entries off again: nothing of the answer leaks in."""
+    ids = tiny_generator.prompt_ids(QUESTIONS[0], PASSAGES)
+    fresh = tiny_generator.sample(ids, 4, max_new_tokens=5, seed=11)
+    with_answer = list(tiny_generator.stream(ids, max_new_tokens=5, keep_prompt=True))
+    assert with_answer
+    kept = tiny_generator.sample(ids, 4, max_new_tokens=5, seed=11)
+    assert kept == fresh
+    assert len({tuple(s) for s in fresh}) > 1, "temperature 1 on a random model should scatter"
+
+
+def test_grounded_samples_are_quotes_and_disagreement_reads_them(
+    tiny_generator: Generator,
+) -> None:
+    texts = [normalised(p.text) for p in PASSAGES]
+    for question in QUESTIONS:
+        answer = answer_question(
+            tiny_generator, question, PASSAGES, max_new_tokens=6, grounded=True, samples=5, seed=1
+        )
+        assert len(answer.samples) == 5
+        for sample in answer.samples:
+            assert any(normalised(sample) in t for t in texts), sample
+        assert answer.disagreement is not None and 0.0 <= answer.disagreement <= 1.0
+    plain = answer_question(tiny_generator, QUESTIONS[0], PASSAGES, max_new_tokens=4)
+    assert plain.samples == [] and plain.disagreement is None
+
+
+def test_disagreement_and_its_surprisal_tie_break() -> None:
+    same = ReaderAnswer(text="Denver Broncos", samples=["Denver Broncos", "denver broncos"])
+    half = ReaderAnswer(text="Denver Broncos", samples=["Denver Broncos", "Carolina Panthers"])
+    assert same.disagreement == 0.0
+    assert half.disagreement == pytest.approx(0.5)
+    # Surprisal orders equal disagreement and never jumps over a disagreement step.
+    assert (
+        sampled_uncertainty(0.0, 0.1)
+        < sampled_uncertainty(0.0, 3.0)
+        < sampled_uncertainty(0.05, 0.0)
+    )
+    assert sampled_uncertainty(0.0, float("inf")) == pytest.approx(0.01)
+
+
+def test_sample_refuses_bad_arguments(tiny_generator: Generator) -> None:
+    ids = tiny_generator.prompt_ids(QUESTIONS[0], PASSAGES)
+    with pytest.raises(ConfigError):
+        tiny_generator.sample(ids, 0)
+    with pytest.raises(ConfigError):
+        tiny_generator.sample(ids, 2, temperature=0.0)
+    with pytest.raises(ConfigError):
+        tiny_generator.sample(ids, 2, logits_processors=[lambda g, x: x])
