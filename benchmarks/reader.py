@@ -286,6 +286,21 @@ def main() -> None:
             "f1": next(p["score"] for p in entry["coverage_f1"] if p["coverage"] == 0.8),
             "exact_match": next(p["score"] for p in entry["coverage_em"] if p["coverage"] == 0.8),
         }
+        if "disagreement_surprisal" in signal_names:
+            # The signal Context(reader_samples=k) gives selective answering.
+            d = [r["disagreement_surprisal"] for r in rows]
+            entry["coverage_correct_sampled"] = coverage_curve(
+                d, [float(not w) for w in wrong], points
+            )
+            entry["coverage_f1_sampled"] = coverage_curve(d, f1, points)
+            at80 = next(p for p in entry["coverage_correct_sampled"] if p["coverage"] == 0.8)
+            entry["at_80_coverage_sampled"] = {
+                "threshold_disagreement_surprisal": at80["threshold"],
+                "accuracy": at80["score"],
+                "f1": next(
+                    p["score"] for p in entry["coverage_f1_sampled"] if p["coverage"] == 0.8
+                ),
+            }
         summary[key] = entry
     results["variants"] = summary
     results["answers"] = runs
@@ -298,6 +313,7 @@ def main() -> None:
         },
         "threads": record.get("environment", {}).get("threads"),
     }
+    results["samples"] = args.samples
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_end"] = os.getloadavg()
 
@@ -319,6 +335,13 @@ def main() -> None:
     print("AUROC for wrong answers by signal:")
     for key, e in summary.items():
         print(f"  {key}: " + ", ".join(f"{s} {v:.3f}" for s, v in e["auroc_wrong"].items()))
+    for key, e in summary.items():
+        if "at_80_coverage_sampled" in e:
+            at80 = e["at_80_coverage_sampled"]
+            print(
+                f"  {key} @80% coverage by sampled disagreement: accuracy {at80['accuracy']:.3f}, "
+                f"F1 {at80['f1']:.3f}"
+            )
     t = results["training"]
     print(
         f"\ntraining: {t['seconds']} s, {t['tokens_per_s']} tokens/s, {t['examples_seen']} examples "
