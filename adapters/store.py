@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import urllib.error
 import urllib.request
@@ -18,6 +19,11 @@ from setpoint.adapters.chunking import ChunkPolicy
 from setpoint.adapters.ingestion import IngestReport
 from setpoint.errors import ConfigError, InputError, RetrievalError
 from setpoint.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Tries at creating (or finding) the collection when Weaviate times out; see ensure_collection.
+SCHEMA_ATTEMPTS = 3
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -505,6 +511,29 @@ class WeaviateStore:
         """
         if self._collection_ready:
             return
+        from weaviate.exceptions import WeaviateTimeoutError
+
+        # On a cluster a schema read or change goes through the Raft leader; while the nodes
+        # elect one (a node lost, or starved of CPU) the request can outlast the client
+        # timeout and still take effect. A timeout is retried (the exists() check makes a
+        # retry safe); anything else, and the last timeout, is the caller's error.
+        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+            try:
+                self._ensure_collection_once()
+                return
+            except RetrievalError as exc:
+                if attempt == SCHEMA_ATTEMPTS or not isinstance(
+                    exc.__cause__, WeaviateTimeoutError
+                ):
+                    raise
+                log.warning(
+                    "creating collection %s timed out (attempt %d of %d); retrying",
+                    self.collection_name,
+                    attempt,
+                    SCHEMA_ATTEMPTS,
+                )
+
+    def _ensure_collection_once(self) -> None:
         client = self.connect()
         from weaviate.classes.config import Configure, DataType, Property, Tokenization
 

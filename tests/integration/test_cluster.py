@@ -22,11 +22,11 @@ from setpoint.settings import Settings
 
 pytestmark = [
     pytest.mark.integration,
-    # Three Raft nodes on 2 shared cores flaked in the final CI rehearsal (schema change timed
-    # out after a node restart); run them on purpose with SETPOINT_CLUSTER_TESTS=1.
+    # Part of `make test` and CI (about 2.5 min). SETPOINT_CLUSTER_TESTS=0 skips them on a
+    # machine that cannot spare three Weaviate nodes; RELIABILITY.md has their run record.
     pytest.mark.skipif(
-        os.environ.get("SETPOINT_CLUSTER_TESTS") != "1",
-        reason="cluster tests run with SETPOINT_CLUSTER_TESTS=1 (see RELIABILITY.md)",
+        os.environ.get("SETPOINT_CLUSTER_TESTS") == "0",
+        reason="SETPOINT_CLUSTER_TESTS=0 skips the 3-node cluster tests",
     ),
 ]
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -414,6 +415,63 @@ def test_dead_embedded_server_fails_fast(tmp_path: Path) -> None:
             store.hybrid_search("hello")
         assert time.monotonic() - started < 5.0
         assert not store.is_available()
+
+
+def test_schema_timeout_is_retried_while_the_server_stalls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stalled server (as a cluster node is during a leader election) costs a retry, not an error."""
+    settings = Settings.from_env().replace(
+        weaviate_url=None,
+        weaviate_data_override=tmp_path,
+        collection="Stalled",
+        weaviate_timeout_s=2.0,
+    )
+    _binary()
+    with WeaviateStore.from_settings(settings, _FixedEmbeddings(3)) as store:
+        store.connect()
+        assert store.server is not None and store.server.pid is not None
+        pid = store.server.pid
+        os.kill(pid, signal.SIGSTOP)
+        resume = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
+        resume.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="setpoint.adapters.store"):
+                store.ensure_collection()
+        finally:
+            resume.cancel()
+            os.kill(pid, signal.SIGCONT)
+        assert "creating collection Stalled timed out (attempt 1 of 3)" in caplog.text
+        assert (
+            store.ingest([PassageRecord("a", "t", "hello world")], source="s", progress=False).added
+            == 1
+        )
+        assert store.count() == 1
+
+
+def test_schema_timeout_gives_up_in_one_line(tmp_path: Path) -> None:
+    settings = Settings.from_env().replace(
+        weaviate_url=None,
+        weaviate_data_override=tmp_path,
+        collection="Frozen",
+        weaviate_timeout_s=1.0,
+    )
+    _binary()
+    with WeaviateStore.from_settings(settings, _FixedEmbeddings(3)) as store:
+        store.connect()
+        assert store.server is not None and store.server.pid is not None
+        os.kill(store.server.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            with pytest.raises(RetrievalError, match="creating collection Frozen") as info:
+                store.ensure_collection()
+        finally:
+            os.kill(store.server.pid, signal.SIGCONT)
+        assert time.monotonic() - started < 3 * 2 * 1.0 + 10.0
+        assert "\n" not in str(info.value)
+        # Nothing is left half-made: once the server runs again, the same call succeeds.
+        store.ensure_collection()
+        assert store.count() == 0
 
 
 # -- authentication and reachability ----------------------------------------------------------
