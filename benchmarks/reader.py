@@ -6,7 +6,9 @@ ways, interleaved so that machine load hits every variant alike:
 
 * context: the gold passage alone, or the top-3 passages of the project's Weaviate hybrid
   search (``WeaviateStore.hybrid_search``, default alpha and rerank) over all 2,067 passages;
-* model: the base SmolLM2, the reader adapter, the reader adapter with grounded decoding.
+* model: the base SmolLM2, the reader adapter, the reader adapter with grounded decoding,
+  and (``sampled``, opt-in with ``--variants``) grounded decoding plus ``--samples`` answers
+  drawn for the disagreement signal that ``Context(reader_samples=…)`` uses.
 
 Reported per variant: EM, F1, median answer tokens, seconds per answer; for the uncertainty
 signals AUROC for wrong answers (wrong = F1 < 0.5) and accuracy at 80 % coverage (the 80 %
@@ -133,7 +135,7 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="base,reader,grounded",
-        help="comma-separated subset of base, reader, grounded",
+        help="comma-separated subset of base, reader, grounded, sampled",
     )
     parser.add_argument(
         "--contexts", default="gold,top3", help="comma-separated subset of gold, top3"
@@ -147,8 +149,8 @@ def main() -> None:
     parser.add_argument(
         "--samples",
         type=int,
-        default=0,
-        help="also sample this many answers per reader/grounded answer (disagreement signal)",
+        default=4,
+        help="answers the sampled variant draws besides its grounded greedy one",
     )
     parser.add_argument(
         "--retrieval-cache",
@@ -229,8 +231,8 @@ def main() -> None:
                     q.question,
                     passages,
                     max_new_tokens=args.max_new_tokens,
-                    grounded=variant == "grounded",
-                    samples=0 if variant == "base" else args.samples,
+                    grounded=variant in ("grounded", "sampled"),
+                    samples=args.samples if variant == "sampled" else 0,
                 )
                 runs[f"{variant}/{context}"].append(
                     {
