@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -417,21 +419,29 @@ def test_dead_embedded_server_fails_fast(tmp_path: Path) -> None:
         assert not store.is_available()
 
 
+@contextlib.contextmanager
+def _connected_store(
+    tmp_path: Path, collection: str, timeout_s: float
+) -> Iterator[tuple[WeaviateStore, int]]:
+    """A store connected to its own embedded server, and that server's pid (to freeze it)."""
+    _binary()
+    settings = Settings.from_env().replace(
+        weaviate_url=None,
+        weaviate_data_override=tmp_path,
+        collection=collection,
+        weaviate_timeout_s=timeout_s,
+    )
+    with WeaviateStore.from_settings(settings, _FixedEmbeddings(3)) as store:
+        store.connect()
+        assert store.server is not None and store.server.pid is not None
+        yield store, store.server.pid
+
+
 def test_schema_timeout_is_retried_while_the_server_stalls(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A stalled server (as a cluster node is during a leader election) costs a retry, not an error."""
-    settings = Settings.from_env().replace(
-        weaviate_url=None,
-        weaviate_data_override=tmp_path,
-        collection="Stalled",
-        weaviate_timeout_s=2.0,
-    )
-    _binary()
-    with WeaviateStore.from_settings(settings, _FixedEmbeddings(3)) as store:
-        store.connect()
-        assert store.server is not None and store.server.pid is not None
-        pid = store.server.pid
+    with _connected_store(tmp_path, "Stalled", 2.0) as (store, pid):
         os.kill(pid, signal.SIGSTOP)
         resume = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
         resume.start()
@@ -442,31 +452,20 @@ def test_schema_timeout_is_retried_while_the_server_stalls(
             resume.cancel()
             os.kill(pid, signal.SIGCONT)
         assert "creating collection Stalled timed out (attempt 1 of 3)" in caplog.text
-        assert (
-            store.ingest([PassageRecord("a", "t", "hello world")], source="s", progress=False).added
-            == 1
-        )
+        passage = PassageRecord("a", "t", "hello world")
+        assert store.ingest([passage], source="s", progress=False).added == 1
         assert store.count() == 1
 
 
 def test_schema_timeout_gives_up_in_one_line(tmp_path: Path) -> None:
-    settings = Settings.from_env().replace(
-        weaviate_url=None,
-        weaviate_data_override=tmp_path,
-        collection="Frozen",
-        weaviate_timeout_s=1.0,
-    )
-    _binary()
-    with WeaviateStore.from_settings(settings, _FixedEmbeddings(3)) as store:
-        store.connect()
-        assert store.server is not None and store.server.pid is not None
-        os.kill(store.server.pid, signal.SIGSTOP)
+    with _connected_store(tmp_path, "Frozen", 1.0) as (store, pid):
+        os.kill(pid, signal.SIGSTOP)
         started = time.monotonic()
         try:
             with pytest.raises(RetrievalError, match="creating collection Frozen") as info:
                 store.ensure_collection()
         finally:
-            os.kill(store.server.pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
         assert time.monotonic() - started < 3 * 2 * 1.0 + 10.0
         assert "\n" not in str(info.value)
         # Nothing is left half-made: once the server runs again, the same call succeeds.
