@@ -9,10 +9,10 @@ import torch
 
 from setpoint.adapters.generator import Generator, Passage
 from setpoint.adapters.grounding import (
+    ReaderAnswer,
     SpanConstraint,
     TokenTable,
     answer_question,
-    ReaderAnswer,
     locate_quote,
     reader_uncertainty,
     sampled_uncertainty,
