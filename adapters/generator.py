@@ -259,18 +259,7 @@ class Generator:
             for layer in self.lens_layers:
                 hidden = out.hidden_states[layer][:, -1]
                 rows.append(norm(hidden) if norm is not None else hidden)
-        stacked = torch.cat(rows, dim=0)
-        head = causal_lm.get_output_embeddings()
-        if type(head) is torch.nn.Linear:
-            # weight @ rows.T instead of linear(rows): on CPU (MKL, fp32) this layout costs
-            # ~5 ms for 2-4 rows of SmolLM2's 49k x 576 head where linear() costs 25-40 ms
-            # (benchmarks/overhead.py), so the logit-lens rows ride along almost free.
-            logits = torch.matmul(head.weight, stacked.T).T
-            if head.bias is not None:
-                logits = logits + head.bias
-        else:  # e.g. a LoRA-wrapped head: let the module apply its own delta
-            logits = head(stacked)
-        return logits, out.cache
+        return self._head(causal_lm, torch.cat(rows, dim=0)), out.cache
 
     def _signals(self, logits: torch.Tensor) -> StepSignals:
         entropies = token_entropy(logits).tolist()
@@ -468,8 +457,24 @@ class Generator:
         """Final-layer logits at the last position of every row of a batch (no logit-lens rows)."""
         causal_lm = self._peft.get_base_model() if self._peft is not None else self.model
         out = causal_lm.get_decoder()(input_ids=input_ids, cache=cache, use_cache=True)
-        logits: torch.Tensor = causal_lm.get_output_embeddings()(out.last_hidden_state[:, -1])
-        return logits
+        return self._head(causal_lm, out.last_hidden_state[:, -1])
+
+    @staticmethod
+    def _head(causal_lm: Any, rows: torch.Tensor) -> torch.Tensor:
+        """LM-head logits of ``rows`` ([n, hidden])."""
+        import torch
+
+        head = causal_lm.get_output_embeddings()
+        if type(head) is torch.nn.Linear:
+            # weight @ rows.T instead of linear(rows): on CPU (MKL, fp32) this layout costs
+            # ~5 ms for 2-4 rows of SmolLM2's 49k x 576 head where linear() costs 25-40 ms
+            # (benchmarks/overhead.py), so the logit-lens rows ride along almost free.
+            logits = torch.matmul(head.weight, rows.T).T
+            if head.bias is not None:
+                logits = logits + head.bias
+            return logits
+        logits_: torch.Tensor = head(rows)  # e.g. a LoRA-wrapped head applies its own delta
+        return logits_
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
