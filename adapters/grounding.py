@@ -206,11 +206,7 @@ class ReaderAnswer:
         0 when every sample says the same, 1 when none shares a word with the answer. A
         reader that knows the answer keeps giving it; one that guesses scatters.
         """
-        if not self.samples:
-            return None
-        from setpoint.metrics import token_f1
-
-        return 1.0 - sum(token_f1(s, self.text) for s in self.samples) / len(self.samples)
+        return answer_disagreement(self.text, self.samples) if self.samples else None
 
 
 def answer_question(
@@ -318,6 +314,15 @@ def reader_uncertainty(tokens: Sequence[GeneratedToken]) -> float:
     if not tokens:
         return float("inf")
     return -sum(t.logprob for t in tokens)
+
+
+def answer_disagreement(answer: str, samples: Sequence[str]) -> float:
+    """``1 -`` the mean token F1 of ``samples`` against ``answer`` (see ``ReaderAnswer.disagreement``)."""
+    if not samples:
+        raise ValueError("disagreement needs at least one sampled answer")
+    from setpoint.metrics import token_f1
+
+    return 1.0 - sum(token_f1(s, answer) for s in samples) / len(samples)
 
 
 def sampled_uncertainty(disagreement: float, surprisal: float) -> float:

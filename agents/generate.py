@@ -41,28 +41,6 @@ def _reader_options(ctx: Any) -> tuple[str | None, bool, float]:
     )
 
 
-def _sampled_uncertainty(
-    generator: Any,
-    prompt: list[int],
-    passages: list[Any],
-    text: str,
-    surprisal: float,
-    samples: int,
-    ctx: Any,
-    grounded: bool,
-) -> tuple[float, float]:
-    """(sampled uncertainty, disagreement) of a reader answer; see ``Context.reader_samples``."""
-    from setpoint.adapters.grounding import ReaderAnswer, sample_answers, sampled_uncertainty
-
-    drawn = sample_answers(
-        generator, prompt, passages, samples, grounded=grounded, max_new_tokens=ctx.max_new_tokens
-    )
-    answer = ReaderAnswer(text=text, samples=drawn)
-    disagreement = answer.disagreement
-    assert disagreement is not None
-    return sampled_uncertainty(disagreement, surprisal), disagreement
-
-
 def make_generate(res: Resources) -> Any:
     def generate(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
         from setpoint.adapters.generator import Passage
@@ -202,14 +180,27 @@ def make_generate(res: Resources) -> Any:
             }
             uncertainty = math.nan
             if passages and fired_at is None:
-                from setpoint.adapters.grounding import locate_quote, reader_uncertainty
+                from setpoint.adapters.grounding import (
+                    answer_disagreement,
+                    locate_quote,
+                    reader_uncertainty,
+                    sample_answers,
+                    sampled_uncertainty,
+                )
 
                 uncertainty = reader_uncertainty(tokens)
                 disagreement = None
                 if samples > 0:
-                    uncertainty, disagreement = _sampled_uncertainty(
-                        generator, prompt, passages, text, uncertainty, samples, ctx, grounded
+                    drawn = sample_answers(
+                        generator,
+                        prompt,
+                        passages,
+                        samples,
+                        grounded=grounded,
+                        max_new_tokens=ctx.max_new_tokens,
                     )
+                    disagreement = answer_disagreement(text, drawn)
+                    uncertainty = sampled_uncertainty(disagreement, uncertainty)
                 quote = locate_quote(text, passages)
                 set_attributes(
                     node,
