@@ -84,6 +84,30 @@ def coverage_curve(
     return out
 
 
+def _coverage(rows: Sequence[dict[str, Any]], signal: str, suffix: str) -> dict[str, Any]:
+    """Accuracy-, F1- and EM-coverage curves of ``rows`` ordered by ``signal``, and the 80 % point."""
+    uncertainty = [r[signal] for r in rows]
+    points = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    correct = [float(r["f1"] >= WRONG_BELOW_F1) for r in rows]
+    curves = {
+        "f1": coverage_curve(uncertainty, [r["f1"] for r in rows], points),
+        "em": coverage_curve(uncertainty, [r["em"] for r in rows], points),
+        "correct": coverage_curve(uncertainty, correct, points),
+    }
+
+    def at80(name: str) -> dict[str, float]:
+        return next(p for p in curves[name] if p["coverage"] == 0.8)
+
+    out: dict[str, Any] = {f"coverage_{name}{suffix}": c for name, c in curves.items()}
+    out[f"at_80_coverage{suffix}"] = {
+        f"threshold_{signal}": at80("correct")["threshold"],
+        "accuracy": at80("correct")["score"],
+        "f1": at80("f1")["score"],
+        "exact_match": at80("em")["score"],
+    }
+    return out
+
+
 # ------------------------------------------------------------------ retrieval
 def retrieve_top3(
     questions: Sequence[Any], dataset: Any, cache_file: Path, data_dir: Path
@@ -264,11 +288,10 @@ def main() -> None:
         if not rows:
             continue
         signal_names = [n for n in (*SIGNALS, *SAMPLED_SIGNALS) if all(n in r for r in rows)]
-        f1 = [r["f1"] for r in rows]
         wrong = [r["f1"] < WRONG_BELOW_F1 for r in rows]
         entry: dict[str, Any] = {
             "exact_match": statistics.mean(r["em"] for r in rows),
-            "f1": statistics.mean(f1),
+            "f1": statistics.mean(r["f1"] for r in rows),
             "questions": len(rows),
             "median_answer_tokens": statistics.median(r["tokens"] for r in rows),
             "mean_seconds": statistics.mean(r["seconds"] for r in rows),
@@ -276,33 +299,10 @@ def main() -> None:
             "quotes": statistics.mean(r["quote"] for r in rows),
             "auroc_wrong": {s: auroc([r[s] for r in rows], wrong) for s in signal_names},
         }
-        u = [r["total_surprisal"] for r in rows]
-        points = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
-        entry["coverage_f1"] = coverage_curve(u, f1, points)
-        entry["coverage_em"] = coverage_curve(u, [r["em"] for r in rows], points)
-        entry["coverage_correct"] = coverage_curve(u, [float(not w) for w in wrong], points)
-        at80 = next(p for p in entry["coverage_correct"] if p["coverage"] == 0.8)
-        entry["at_80_coverage"] = {
-            "threshold_total_surprisal": at80["threshold"],
-            "accuracy": at80["score"],
-            "f1": next(p["score"] for p in entry["coverage_f1"] if p["coverage"] == 0.8),
-            "exact_match": next(p["score"] for p in entry["coverage_em"] if p["coverage"] == 0.8),
-        }
+        entry.update(_coverage(rows, "total_surprisal", ""))
         if "disagreement_surprisal" in signal_names:
             # The signal Context(reader_samples=k) gives selective answering.
-            d = [r["disagreement_surprisal"] for r in rows]
-            entry["coverage_correct_sampled"] = coverage_curve(
-                d, [float(not w) for w in wrong], points
-            )
-            entry["coverage_f1_sampled"] = coverage_curve(d, f1, points)
-            at80 = next(p for p in entry["coverage_correct_sampled"] if p["coverage"] == 0.8)
-            entry["at_80_coverage_sampled"] = {
-                "threshold_disagreement_surprisal": at80["threshold"],
-                "accuracy": at80["score"],
-                "f1": next(
-                    p["score"] for p in entry["coverage_f1_sampled"] if p["coverage"] == 0.8
-                ),
-            }
+            entry.update(_coverage(rows, "disagreement_surprisal", "_sampled"))
         summary[key] = entry
     results["variants"] = summary
     results["answers"] = runs
