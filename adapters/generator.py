@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections.abc
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,10 @@ class GeneratedToken:
     signals: StepSignals
     #: ln p of this token under the model's own (unconstrained) distribution.
     logprob: float = 0.0
+    #: Hidden states (layer -> [hidden_size]) at the position whose logits chose this token,
+    #: for the layers ``stream(capture_layers=...)`` asked for; None otherwise. Token 0's come
+    #: from the prompt's last position, the stop token's from the answer's last token.
+    hidden: Mapping[int, torch.Tensor] | None = None
 
 
 class Generator:
@@ -114,9 +118,10 @@ class Generator:
         self._prefix_cache_size = prefix_cache_size
         # One decode at a time: the KV cache and adapter switch are per model, not per thread.
         self.lock = threading.RLock()
-        # Set only inside probe_features: which hidden state the next forward pass keeps.
-        self._capture_layer: int | None = None
-        self._captured: torch.Tensor | None = None
+        # Set only inside probe_features and a capturing stream: which hidden states (layer
+        # indices as in ``hidden_states``) each forward pass keeps for its last position.
+        self._capture_layers: tuple[int, ...] = ()
+        self._captured: dict[int, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -249,10 +254,11 @@ class Generator:
             input_ids=input_ids,
             cache=cache,
             use_cache=True,
-            output_hidden_states=bool(self.lens_layers) or self._capture_layer is not None,
+            output_hidden_states=bool(self.lens_layers) or bool(self._capture_layers),
         )
-        if self._capture_layer is not None:
-            self._captured = out.hidden_states[self._capture_layer][0, -1].detach().clone()
+        self._captured = {
+            layer: out.hidden_states[layer][0, -1].detach().clone() for layer in self._capture_layers
+        }
         rows = [out.last_hidden_state[:, -1]]
         if self.lens_layers:
             norm = getattr(decoder, "norm", None)
@@ -308,20 +314,23 @@ class Generator:
         """
         import torch
 
-        n_layers = int(self.model.config.num_hidden_layers)
-        if not 0 <= layer <= n_layers:
-            raise ConfigError(f"probe layer {layer} is outside 0..{n_layers} for {self.name}")
+        self._check_layers((layer,))
         with self.lock, torch.inference_mode():
             key = (self.active_adapter, tuple(prompt_ids))
             self._prefix_cache.pop(key, None)  # the cached pass did not keep the hidden state
-            self._capture_layer = layer
+            self._capture_layers = (layer,)
             try:
                 signals = self.probe(prompt_ids)
             finally:
-                self._capture_layer = None
-            captured, self._captured = self._captured, None
-            assert captured is not None
-            return signals, captured.float().tolist()
+                self._capture_layers = ()
+            captured, self._captured = self._captured, {}
+            return signals, captured[layer].float().tolist()
+
+    def _check_layers(self, layers: Sequence[int]) -> None:
+        n_layers = int(self.model.config.num_hidden_layers)
+        for layer in layers:
+            if not 0 <= layer <= n_layers:
+                raise ConfigError(f"probe layer {layer} is outside 0..{n_layers} for {self.name}")
 
     def stream(
         self,
@@ -332,6 +341,7 @@ class Generator:
         seed: int = 0,
         logits_processor: Callable[[Sequence[int], torch.Tensor], torch.Tensor] | None = None,
         keep_prompt: bool = False,
+        capture_layers: Sequence[int] = (),
     ) -> TokenStream:
         """Decode greedily (or sample with ``temperature > 0``), yielding each token with its signals.
 
@@ -345,13 +355,25 @@ class Generator:
 
         ``keep_prompt`` keeps the prompt's KV cache when decoding ends (the answer's entries
         cut off again), so a ``sample`` of the same prompt right after does not prefill again.
+
+        ``capture_layers`` fills each token's ``hidden`` with those layers' hidden states
+        (a trained probe such as ``reader_probe.ReaderProbe`` reads them); the prompt is then
+        prefilled afresh even when its KV cache was kept.
         """
         import torch
 
         if not prompt_ids:
             raise ModelError("empty prompt: nothing to decode")
+        self._check_layers(capture_layers)
         with self.lock, torch.inference_mode():
-            cache, logits = self._prefill(prompt_ids)
+            if capture_layers:
+                self._prefix_cache.pop((self.active_adapter, tuple(prompt_ids)), None)
+            self._capture_layers = tuple(capture_layers)
+            try:
+                cache, logits = self._prefill(prompt_ids)
+            except BaseException:
+                self._capture_layers = ()
+                raise
             prompt_logits = logits
             rng = torch.Generator().manual_seed(seed) if temperature > 0 else None
             generated: list[int] = []
@@ -359,6 +381,7 @@ class Generator:
             try:
                 for index in range(max_new_tokens):
                     signals = self._signals(logits)
+                    hidden = self._captured if capture_layers else None
                     scores = logits[0]
                     if logits_processor is not None:
                         scores = logits_processor(generated, logits[:1])[0]
@@ -369,17 +392,18 @@ class Generator:
                         token = int(torch.argmax(scores))
                     logprob = float(torch.log_softmax(logits[0].float(), dim=-1)[token])
                     if token in self._stop_ids:
-                        yield GeneratedToken(index, token, "", signals, logprob)
+                        yield GeneratedToken(index, token, "", signals, logprob, hidden)
                         return
                     generated.append(token)
                     text = self.tokenizer.decode(generated, skip_special_tokens=True)
                     piece, shown = text[len(shown) :], text
-                    yield GeneratedToken(index, token, piece, signals, logprob)
+                    yield GeneratedToken(index, token, piece, signals, logprob, hidden)
                     if index + 1 < max_new_tokens:
                         logits, cache = self._forward(
                             torch.tensor([[token]], dtype=torch.long), cache
                         )
             finally:
+                self._capture_layers, self._captured = (), {}
                 if keep_prompt:
                     extra = cache.get_seq_length() - len(prompt_ids)
                     if extra > 0:

@@ -219,12 +219,14 @@ def answer_question(
     samples: int = 0,
     sample_temperature: float = 1.0,
     seed: int = 0,
+    capture_layers: Sequence[int] = (),
 ) -> ReaderAnswer:
     """Answer one question greedily with the active adapter; ``grounded`` quotes the passages.
 
     ``samples`` > 0 also draws that many answers at ``sample_temperature`` from the same
     prompt (one batch, no second prefill; grounded too when ``grounded``), for
-    ``ReaderAnswer.disagreement``.
+    ``ReaderAnswer.disagreement``. ``capture_layers`` keeps those layers' hidden states on
+    the tokens (``Generator.stream``) for ``reader_probe.ReaderProbe``.
 
     Example:
         >>> answer_question(gen, "Who won Super Bowl 50?", [passage], grounded=True).text  # doctest: +SKIP
@@ -242,6 +244,7 @@ def answer_question(
             max_new_tokens=max_new_tokens,
             logits_processor=processor,
             keep_prompt=samples > 0,
+            capture_layers=capture_layers,
         )
     ) as stream:
         for token in stream:

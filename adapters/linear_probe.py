@@ -15,7 +15,17 @@ from typing import Any
 
 from setpoint.errors import ConfigError
 
-__all__ = ["LinearProbe"]
+__all__ = ["LinearProbe", "write_json"]
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temporary file, so a crash leaves the old file whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 @dataclass(frozen=True)
@@ -57,11 +67,7 @@ class LinearProbe:
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self)), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> LinearProbe:

@@ -95,11 +95,19 @@ def make_generate(res: Resources) -> Any:
                     },
                 )
                 samples = int(getattr(ctx, "reader_samples", 0)) if passages else 0
+                # The reader adapter's own probe scores the answer (unless sampling is asked
+                # for); it reads hidden states of the decoding passes, kept as they run.
+                probe = (
+                    res.reader_probe(adapter)
+                    if passages and samples == 0 and getattr(ctx, "reader_probe", False)
+                    else None
+                )
                 token_stream = generator.stream(
                     prompt,
                     max_new_tokens=ctx.max_new_tokens,
                     logits_processor=constraint,
                     keep_prompt=samples > 0,
+                    capture_layers=probe.layers if probe is not None else (),
                 )
                 for token in token_stream:
                     tokens.append(token)
@@ -190,7 +198,10 @@ def make_generate(res: Resources) -> Any:
 
                 uncertainty = reader_uncertainty(tokens)
                 disagreement = None
-                if samples > 0:
+                signal = "surprisal"
+                if probe is not None:
+                    uncertainty, signal = probe.score(tokens), "probe"
+                elif samples > 0:
                     drawn = sample_answers(
                         generator,
                         prompt,
@@ -201,12 +212,13 @@ def make_generate(res: Resources) -> Any:
                     )
                     disagreement = answer_disagreement(text, drawn)
                     uncertainty = sampled_uncertainty(disagreement, uncertainty)
+                    signal = "sampled"
                 quote = locate_quote(text, passages)
                 set_attributes(
                     node,
                     {
                         "setpoint.grounded": constraint is not None,
-                        "setpoint.reader_signal": "sampled" if samples > 0 else "surprisal",
+                        "setpoint.reader_signal": signal,
                         "setpoint.reader_samples": samples,
                         "setpoint.reader_disagreement": disagreement,
                         "setpoint.reader_uncertainty": uncertainty,

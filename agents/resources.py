@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from setpoint.adapters.generator import Generator
     from setpoint.adapters.knowledge import AdapterCard
     from setpoint.adapters.linear_probe import LinearProbe
+    from setpoint.adapters.reader_probe import ReaderProbe
     from setpoint.agents.thermostat import Thresholds
     from setpoint.tools.freshness import StaleKnowledge
     from setpoint.tools.policy import Policy
@@ -90,6 +91,7 @@ class Resources:
     AVAILABILITY_TTL_S: ClassVar[float] = 2.0
     UNAVAILABLE_TTL_S: ClassVar[float] = 30.0
     _probes: dict[str, LinearProbe] = field(default_factory=dict, repr=False)
+    _reader_probes: dict[str, ReaderProbe | None] = field(default_factory=dict, repr=False)
     _cards: dict[str, AdapterCard | None] = field(default_factory=dict, repr=False)
     _stale: StaleKnowledge | None = field(default=None, repr=False)
 
@@ -192,6 +194,18 @@ class Resources:
             if path not in self._probes:
                 self._probes[path] = LinearProbe.load(Path(path).expanduser())
             return self._probes[path]
+
+    def reader_probe(self, adapter: str | None) -> ReaderProbe | None:
+        """The uncertainty probe stored with the loaded reader ``adapter`` (loaded once), or None."""
+        from setpoint.adapters.reader_probe import load_reader_probe
+
+        directory = self.generator().adapters.get(adapter) if adapter is not None else None
+        if directory is None:
+            return None
+        with self._lock:
+            if directory not in self._reader_probes:
+                self._reader_probes[directory] = load_reader_probe(directory)
+            return self._reader_probes[directory]
 
     def policy(self, path: str | None = None) -> Policy:
         from setpoint.tools.policy import load_policy

@@ -8,7 +8,8 @@ ways, interleaved so that machine load hits every variant alike:
   search (``WeaviateStore.hybrid_search``, default alpha and rerank) over all 2,067 passages;
 * model: the base SmolLM2, the reader adapter, the reader adapter with grounded decoding,
   and (``sampled``, opt-in with ``--variants``) grounded decoding plus ``--samples`` answers
-  drawn for the disagreement signal that ``Context(reader_samples=…)`` uses.
+  drawn for the disagreement signal that ``Context(reader_samples=…)`` uses. When the
+  adapter has a reader probe (``probe.json``), the grounded answers are also scored by it.
 
 Reported per variant: EM, F1, median answer tokens, seconds per answer; for the uncertainty
 signals AUROC for wrong answers (wrong = F1 < 0.5) and accuracy at 80 % coverage (the 80 %
@@ -43,6 +44,9 @@ WRONG_BELOW_F1 = 0.5
 SIGNALS = ("total_surprisal", "mean_surprisal", "first_entropy", "mean_entropy", "max_entropy")
 #: With ``--samples``: sampled-answer disagreement, and the same with ties broken by surprisal.
 SAMPLED_SIGNALS = ("disagreement", "disagreement_surprisal")
+#: Grounded answers of an adapter with a ``probe.json``: the reader probe's P(wrong), the
+#: signal selective answering reads by default (``Context.reader_probe``).
+PROBE_SIGNALS = ("probe",)
 
 
 def _signals(tokens: Sequence[Any], disagreement: float | None = None) -> dict[str, float]:
@@ -188,6 +192,7 @@ def main() -> None:
     from setpoint.adapters.grounding import TokenTable, answer_question
     from setpoint.adapters.qa_data import TitleSplit, load_squad, sample_questions
     from setpoint.adapters.reader_adapter import shipped_reader_dir, training_record
+    from setpoint.adapters.reader_probe import load_reader_probe
     from setpoint.adapters.tuning import SPLIT_FILE
     from setpoint.metrics import auroc, best_exact_match, best_f1
     from setpoint.settings import Settings
@@ -226,6 +231,7 @@ def main() -> None:
 
     generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
     generator.load_adapter(adapter_dir, "reader")
+    probe = load_reader_probe(adapter_dir)
     TokenTable.of(generator.tokenizer)  # built once per process; keep it out of the timings
     wanted = {q.id for q in questions}
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -250,6 +256,7 @@ def main() -> None:
                 if q.id in done[f"{variant}/{context}"]:
                     continue
                 generator.set_adapter(None if variant == "base" else "reader")
+                scored = probe if variant == "grounded" else None
                 answer = answer_question(
                     generator,
                     q.question,
@@ -257,6 +264,7 @@ def main() -> None:
                     max_new_tokens=args.max_new_tokens,
                     grounded=variant in ("grounded", "sampled"),
                     samples=args.samples if variant == "sampled" else 0,
+                    capture_layers=scored.layers if scored is not None else (),
                 )
                 runs[f"{variant}/{context}"].append(
                     {
@@ -268,6 +276,7 @@ def main() -> None:
                         "seconds": answer.seconds,
                         "quote": answer.quote is not None,
                         **_signals(answer.tokens, answer.disagreement),
+                        **({"probe": scored.score(answer.tokens)} if scored is not None else {}),
                         **({"samples": answer.samples} if answer.samples else {}),
                     }
                 )
@@ -287,7 +296,9 @@ def main() -> None:
     for key, rows in runs.items():
         if not rows:
             continue
-        signal_names = [n for n in (*SIGNALS, *SAMPLED_SIGNALS) if all(n in r for r in rows)]
+        signal_names = [
+            n for n in (*SIGNALS, *SAMPLED_SIGNALS, *PROBE_SIGNALS) if all(n in r for r in rows)
+        ]
         wrong = [r["f1"] < WRONG_BELOW_F1 for r in rows]
         entry: dict[str, Any] = {
             "exact_match": statistics.mean(r["em"] for r in rows),
@@ -303,6 +314,9 @@ def main() -> None:
         if "disagreement_surprisal" in signal_names:
             # The signal Context(reader_samples=k) gives selective answering.
             entry.update(_coverage(rows, "disagreement_surprisal", "_sampled"))
+        if "probe" in signal_names:
+            # The signal selective answering reads by default with the shipped reader.
+            entry.update(_coverage(rows, "probe", "_probe"))
         summary[key] = entry
     results["variants"] = summary
     results["answers"] = runs
@@ -338,12 +352,13 @@ def main() -> None:
     for key, e in summary.items():
         print(f"  {key}: " + ", ".join(f"{s} {v:.3f}" for s, v in e["auroc_wrong"].items()))
     for key, e in summary.items():
-        if "at_80_coverage_sampled" in e:
-            at80 = e["at_80_coverage_sampled"]
-            print(
-                f"  {key} @80% coverage by sampled disagreement: accuracy {at80['accuracy']:.3f}, "
-                f"F1 {at80['f1']:.3f}"
-            )
+        for suffix, label in (("_sampled", "sampled disagreement"), ("_probe", "reader probe")):
+            if f"at_80_coverage{suffix}" in e:
+                at80 = e[f"at_80_coverage{suffix}"]
+                print(
+                    f"  {key} @80% coverage by {label}: accuracy {at80['accuracy']:.3f}, "
+                    f"F1 {at80['f1']:.3f}"
+                )
     t = results["training"]
     print(
         f"\ntraining: {t['seconds']} s, {t['tokens_per_s']} tokens/s, {t['examples_seen']} examples "

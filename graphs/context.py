@@ -61,10 +61,17 @@ class Context:
     reader_adapter: str | None = "auto"
     #: Constrain answers on the retrieve route to quotes of the passages (exact citations).
     grounded: bool = True
-    #: Selective answering: when the reader's uncertainty (``grounding.reader_uncertainty``,
-    #: nats) is above this, the question is escalated instead of answered; inf never abstains.
+    #: Selective answering: when the reader's uncertainty is above this, the question is
+    #: escalated instead of answered; inf never abstains. The uncertainty is the reader
+    #: probe's P(wrong) when the reader adapter has one (``reader_probe``), else the answer's
+    #: total surprisal in nats (``grounding.reader_uncertainty``).
     reader_setpoint: float = math.inf
-    #: With > 0, the reader's uncertainty is sampled instead: this many answers are drawn
+    #: Score reader answers with the probe stored next to the reader adapter (``probe.json``,
+    #: ``setpoint calibrate --reader``; the shipped reader has one): P(wrong) from the
+    #: reader's hidden states and signals, in [0, 1]. Its file lists the setpoints that keep
+    #: 90/80/70/50 % of answers. False (or an adapter without a probe) reads the surprisal.
+    reader_probe: bool = True
+    #: With > 0, the reader's uncertainty is sampled instead (no probe): this many answers are drawn
     #: (temperature 1, one batch on the kept prompt cache; quotes too when ``grounded``) and
     #: the uncertainty is their disagreement with the answer, ties broken by its surprisal
     #: (``grounding.sampled_uncertainty``, in [0, 1.01)); ``reader_setpoint`` is then on that

@@ -240,6 +240,8 @@ def _squad_dir(args: argparse.Namespace) -> Path:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.reader:
+        return _calibrate_reader(args)
     from setpoint.api import Setpoint
     from setpoint.calibration import calibrate
     from setpoint.evaluation import build_stream, load_squad, split_titles
@@ -263,6 +265,54 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         )
     print(json.dumps(record, indent=2))
     print(f"calibration written to {out / 'calibration.json'}; use it with SETPOINT_CALIBRATION={out / 'calibration.json'}")
+    return 0
+
+
+def _calibrate_reader(args: argparse.Namespace) -> int:
+    """``setpoint calibrate --reader``: train the reader adapter's uncertainty probe (no Weaviate needed)."""
+    from setpoint.adapters.generator import Generator
+    from setpoint.adapters.qa_data import TitleSplit, default_squad_dir, load_squad
+    from setpoint.adapters.reader_adapter import shipped_reader_dir, training_record
+    from setpoint.adapters.reader_probe import (
+        DEFAULT_FEATURES,
+        PROBE_FILE,
+        collect_probe_rows,
+        fit_reader_probe,
+        unseen_training_questions,
+    )
+    from setpoint.adapters.tuning import SPLIT_FILE
+    from setpoint.errors import ConfigError
+
+    settings = _settings(args)
+    directory = shipped_reader_dir() if args.reader == "auto" else Path(args.reader).expanduser()
+    if not (directory / SPLIT_FILE).is_file():
+        raise ConfigError(
+            f"{directory} has no {SPLIT_FILE}: the probe needs the adapter's title split "
+            "(train it with `setpoint tune --task read`)"
+        )
+    split = TitleSplit.load(directory / SPLIT_FILE)
+    record = training_record(directory)
+    # Questions every stage trained on: the last stage skipped the earlier ones' share.
+    seen = int(record.get("config", {}).get("skip_examples") or 0) + int(
+        record.get("data", {}).get("training_questions") or 0
+    )
+    dataset = load_squad(Path(args.squad_dir) if args.squad_dir else default_squad_dir())
+    questions = unseen_training_questions(dataset, split.train, seen, args.limit or 1400)
+    generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
+    generator.set_adapter(generator.load_adapter(directory, "reader"))
+    rows = collect_probe_rows(generator, dataset, split.train, questions)
+    probe = fit_reader_probe(
+        rows,
+        DEFAULT_FEATURES,
+        int(generator.model.config.hidden_size),
+        model=generator.name,
+        adapter="reader",
+        seed=args.seed,
+    )
+    out = Path(args.out) if args.out else directory
+    path = probe.save(out / PROBE_FILE)
+    print(json.dumps({"setpoints": probe.setpoints, **probe.record}, indent=2))
+    print(f"reader probe written to {path}; graphs reading with this adapter use it for selective answering")
     return 0
 
 
@@ -651,6 +701,14 @@ def build_parser() -> argparse.ArgumentParser:
     eval_flags(calibrate)
     calibrate.add_argument("--layer", type=int, default=20, help="decoder layer whose hidden state the probe reads")
     calibrate.add_argument("--target-retrieval-rate", type=float, default=0.5)
+    calibrate.add_argument(
+        "--reader",
+        nargs="?",
+        const="auto",
+        help="train the reader adapter's uncertainty probe instead (default: the shipped reader; "
+        "or an adapter folder); --limit training-title questions it never saw (default 1400), "
+        "written to <adapter>/probe.json unless --out",
+    )
     calibrate.set_defaults(func=_cmd_calibrate)
 
     evaluate = sub.add_parser("eval", help="run strategies (never, always, flare, entropy, probe, grader, oracle) on the same questions")

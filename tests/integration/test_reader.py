@@ -101,3 +101,26 @@ def test_reader_answers_a_retrieved_passage_with_the_gold_span(
     generate = next(s for s in mine if s["name"] == "node generate")
     assert generate["attributes"]["setpoint.grounded"] is True
     assert generate["attributes"]["setpoint.quote_passage_id"] == case["passage"].id
+    # The shipped reader's probe scores the answer: a P(wrong), low for this gold-span answer.
+    assert generate["attributes"]["setpoint.reader_signal"] == "probe"
+    assert 0.0 <= generate["attributes"]["setpoint.reader_uncertainty"] < 0.5
+
+
+def test_calibrate_reader_trains_a_probe_on_questions_the_adapter_never_saw(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`setpoint calibrate --reader` end to end on a few questions: answers, fits, writes probe.json."""
+    from setpoint.adapters.reader_probe import DEFAULT_FEATURES, load_reader_probe
+    from setpoint.cli import main
+
+    code = main(
+        ["calibrate", "--reader", "--limit", "16", "--squad-dir", str(squad_dir()), "--out", str(tmp_path)]
+    )
+    assert code == 0, capsys.readouterr().err
+    probe = load_reader_probe(tmp_path)
+    assert probe is not None and probe.features == DEFAULT_FEATURES
+    assert probe.record["questions"] == 16 and probe.record["answers"] == 32
+    split = TitleSplit.load(shipped_reader_dir() / SPLIT_FILE)
+    assert set(probe.record["validation_titles"]) <= set(split.train)
+    assert len(probe.linear.weights) == 2 * 576 + 7
+    assert "reader probe written to" in capsys.readouterr().out
