@@ -297,7 +297,7 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
         record.get("data", {}).get("training_questions") or 0
     )
     dataset = load_squad(Path(args.squad_dir) if args.squad_dir else default_squad_dir())
-    questions = unseen_training_questions(dataset, split.train, seen, args.limit or 1400)
+    questions = unseen_training_questions(dataset, split.train, seen, args.limit or 2100)
     generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
     generator.set_adapter(generator.load_adapter(directory, "reader"))
     rows = collect_probe_rows(generator, dataset, split.train, questions)
@@ -706,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="auto",
         help="train the reader adapter's uncertainty probe instead (default: the shipped reader; "
-        "or an adapter folder); --limit training-title questions it never saw (default 1400), "
+        "or an adapter folder); --limit training-title questions it never saw (default 2100, as shipped), "
         "written to <adapter>/probe.json unless --out",
     )
     calibrate.set_defaults(func=_cmd_calibrate)
