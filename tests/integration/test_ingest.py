@@ -292,7 +292,10 @@ def test_cli_sync_and_delete(
 
 _CHILD = textwrap.dedent(
     """
-    import hashlib, sys, time
+    import hashlib, signal, sys, time
+    # A terminal's Ctrl-C: Python leaves SIGINT ignored when the parent passed it down
+    # ignored (seen only inside the full suite), and then the ingest never hears it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from langchain_core.embeddings import Embeddings
     from setpoint.adapters.chunking import ChunkPolicy
     from setpoint.adapters.corpus import PassageRecord
