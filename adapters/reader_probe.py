@@ -55,7 +55,7 @@ SCALARS = (
 #: Hidden-state features are ``<position>@<layer>``: the prompt's last position or the
 #: answer's last token (the position that chose the stop token).
 POSITIONS = ("prompt_end", "answer_end")
-_HIDDEN = re.compile(r"^(prompt_end|answer_end)@(\d+)$")
+_HIDDEN = re.compile(rf"^({'|'.join(POSITIONS)})@(\d+)$")
 
 #: What ``setpoint calibrate --reader`` trains on by default (chosen by title-grouped
 #: cross-validation on training titles; BENCHMARKS.md, "Reader adapter").
