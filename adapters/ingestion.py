@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from setpoint.adapters.corpus import PassageRecord
     from setpoint.adapters.store import WeaviateStore
 
-__all__ = ["IngestReport", "ingest_path", "passage_version", "write_passages"]
+__all__ = ["IngestReport", "UnfinishedWrites", "ingest_path", "passage_version", "write_passages"]
 
 # Per-object errors worth another try: the server was busy, not the object wrong.
 _TRANSIENT = (
@@ -74,6 +74,9 @@ class IngestReport:
     chunks_written: int = 0
     #: Time spent in the embedder, part of ``seconds``.
     embed_seconds: float = 0.0
+    #: Passages (among added and updated) written afresh because an earlier ingest was cut
+    #: short while writing them (see :class:`UnfinishedWrites`).
+    repaired: int = 0
     source: str = ""
     parts: list[IngestReport] = field(default_factory=list)
 
@@ -95,14 +98,16 @@ class IngestReport:
         self.deleted += part.deleted
         self.chunks_written += part.chunks_written
         self.embed_seconds += part.embed_seconds
+        self.repaired += part.repaired
         self.parts.append(part)
 
     def summary(self) -> str:
         """One line: added, updated, unchanged, deleted, failed, time and rate."""
         failed = len(self.failed) + sum(len(p.failed) for p in self.parts)
         rate = self.passages_per_second()
+        repaired = f" ({self.repaired} rewritten after a cut-short ingest)" if self.repaired else ""
         return (
-            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.added} added, {self.updated} updated{repaired}, {self.unchanged} unchanged, "
             f"{len(self.deleted)} deleted, {failed} failed in {self.seconds:.1f} s ({rate:.0f} passages/s)"
         )
 
@@ -196,6 +201,123 @@ class _Planned:
     chunks: list[str]
     existed: bool
     surplus: list[int]  # stored chunk numbers the new edition no longer has
+    unfinished: int = 0  # chunks an earlier, cut-short write of this passage sent (0: none)
+
+
+_LEDGER_LOCK = threading.Lock()
+
+
+class UnfinishedWrites:
+    """Passages whose batch went to Weaviate without an answer, kept on disk until written again.
+
+    Weaviate stores an object in steps: its row, then one inverted index after another,
+    then the vector index. A batch cut short (the shard turning read-only as the disk
+    fills, the server killed) can leave an object stored but only partly indexed: missing
+    from a filter, from keyword search or from vector search. Sending the same object
+    again does not mend it, because Weaviate sees an unchanged vector and rewrites only
+    the properties that changed. So each batch's passages are recorded here before it is
+    sent and struck off once Weaviate has acknowledged them; the next ingest of the same
+    source deletes the recorded chunks by id, which removes every trace of them, and
+    writes those passages afresh.
+
+    One JSON file per (Weaviate, collection) under the cache dir:
+    ``{source: {passage id: chunks sent}}``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, store: WeaviateStore) -> UnfinishedWrites:
+        """The ledger of ``store``'s collection (the embedded server is known by its data dir)."""
+        from setpoint.settings import default_cache_dir
+
+        where = str(store.server.data_dir.resolve()) if store.server is not None else store.url
+        key = hashlib.sha256(f"{where}\n{store.collection_name}".encode()).hexdigest()[:20]
+        return cls(default_cache_dir() / "unfinished-writes" / f"{key}.json")
+
+    def pending(self, source: str) -> dict[str, int]:
+        """``{passage id: chunks sent}`` of ``source`` still unacknowledged."""
+        with self._locked():
+            return dict(self._read().get(source, {}))
+
+    def record(self, source: str, passages: dict[str, int]) -> None:
+        """Note ``passages`` (id → chunks about to be sent) before their batch goes out."""
+        if passages:
+            self._update(source, lambda known: known.update(
+                {pid: max(n, known.get(pid, 0)) for pid, n in passages.items()}
+            ))  # fmt: skip
+
+    def settle(self, source: str, passage_ids: Iterable[str]) -> None:
+        """Strike off passages Weaviate acknowledged."""
+        done = list(passage_ids)
+        if done:
+            self._update(source, lambda known: [known.pop(pid, None) for pid in done])
+
+    def clear(self) -> None:
+        """Forget everything (the collection was deleted)."""
+        with self._locked():
+            self.path.unlink(missing_ok=True)
+
+    def _update(self, source: str, change: Callable[[dict[str, int]], object]) -> None:
+        with self._locked():
+            ledger = self._read()
+            known = ledger.setdefault(source, {})
+            change(known)
+            if not known:
+                del ledger[source]
+            try:
+                if ledger:
+                    from setpoint.adapters.linear_probe import write_json
+
+                    write_json(self.path, ledger)
+                else:
+                    self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                raise IngestError(
+                    f"cannot keep the ingest ledger {self.path} ({exc.strerror or exc}); "
+                    "make SETPOINT_CACHE_DIR writable and run the ingest again"
+                ) from exc
+
+    def _read(self) -> dict[str, dict[str, int]]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise IngestError(
+                f"the ingest ledger {self.path} is unreadable ({_short(exc)}); it lists writes "
+                "that were cut short, so delete it and rebuild the collection with "
+                "`setpoint ingest --recreate …`"
+            ) from exc
+        if not isinstance(raw, dict):
+            return {}
+        return {
+            str(source): {str(pid): int(n) for pid, n in passages.items()}
+            for source, passages in raw.items()
+            if isinstance(passages, dict)
+        }
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time, across threads and processes (flock where the OS has it)."""
+        with _LEDGER_LOCK:
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - not POSIX
+                yield
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(self.path.parent / ".lock", "a")  # noqa: SIM115  (one for all)
+            except OSError as exc:
+                raise IngestError(
+                    f"cannot keep the ingest ledger in {self.path.parent} "
+                    f"({exc.strerror or exc}); make SETPOINT_CACHE_DIR writable"
+                ) from exc
+            with handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                yield
 
 
 class _Writer:
@@ -304,6 +426,8 @@ def write_passages(
         raise IngestError(reason)
     collection = store._collection()
     writer = _Writer(store, collection)
+    ledger = UnfinishedWrites.of(store)
+    unfinished = ledger.pending(source)
     embedder_name = _embedder_name(store.embedder)
     report = IngestReport(source=source)
     seen: set[str] = set()
@@ -318,9 +442,11 @@ def write_passages(
     try:
         with _stop_between_batches() as stop_requested:
             for group in _groups(records, batch_size):
-                planned = _plan(store, group, source, policy, embedder_name, seen, report)
+                planned = _plan(
+                    store, group, source, policy, embedder_name, seen, report, unfinished
+                )
                 if planned:
-                    _write_batch(store, writer, planned, source, report)
+                    _write_batch(store, writer, ledger, planned, source, report)
                 bar.update(len(group))
                 bar.set_postfix_str(
                     f"added {report.added} updated {report.updated} unchanged {report.unchanged}",
@@ -334,6 +460,11 @@ def write_passages(
         bar.close()
     if prune:
         try:
+            gone = [p for p in unfinished if p not in seen]
+            # Cut-short writes of passages the source no longer has: the filter that
+            # delete_source goes through may miss them, so by id, then the rest.
+            _forget_unfinished(store, source, gone, unfinished)
+            ledger.settle(source, gone)
             report.deleted += store.delete_source(source, keep=sorted(seen))
         except RetrievalError as exc:
             raise IngestError(str(exc)) from exc
@@ -349,8 +480,13 @@ def _plan(
     embedder_name: str,
     seen: set[str],
     report: IngestReport,
+    unfinished: dict[str, int],
 ) -> list[_Planned]:
-    """Which passages of ``group`` need writing; counts the unchanged and the invalid."""
+    """Which passages of ``group`` need writing; counts the unchanged and the invalid.
+
+    A passage in ``unfinished`` (its last write was cut short) is written again even if it
+    looks stored: some of its index entries may be missing.
+    """
     valid: list[PassageRecord] = []
     for record in group:
         if not record.id or not record.text.strip():
@@ -366,19 +502,25 @@ def _plan(
         version = passage_version(record, policy, embedder_name)
         chunks = chunk_text(record.text, policy)
         old = stored.get(record.id, {})
+        cut_short = unfinished.get(record.id, 0)
         # Unchanged means every chunk of this edition is there and nothing else: a run
         # killed half-way through a passage leaves it incomplete, so it is written again.
-        if set(old) == set(range(len(chunks))) and all(v == version for v in old.values()):
+        if (
+            not cut_short
+            and set(old) == set(range(len(chunks)))
+            and all(v == version for v in old.values())
+        ):
             report.unchanged += 1
             continue
         surplus = sorted(n for n in old if n >= len(chunks))
-        planned.append(_Planned(record, version, chunks, bool(old), surplus))
+        planned.append(_Planned(record, version, chunks, bool(old), surplus, cut_short))
     return planned
 
 
 def _write_batch(
     store: WeaviateStore,
     writer: _Writer,
+    ledger: UnfinishedWrites,
     planned: list[_Planned],
     source: str,
     report: IngestReport,
@@ -420,6 +562,10 @@ def _write_batch(
                 )
             )
             owner.append(n)
+    ledger.record(source, {p.record.id: max(len(p.chunks), p.unfinished) for p in planned})
+    _forget_unfinished(
+        store, source, [p.record.id for p in planned], {p.record.id: p.unfinished for p in planned}
+    )
     errors = writer.write(objects)
     reasons: dict[int, str] = {}
     for index, reason in errors.items():
@@ -427,18 +573,45 @@ def _write_batch(
     surplus: list[str] = []
     for n, plan in enumerate(planned):
         if n in reasons:
+            # Refused, perhaps after part of it was stored: still unfinished.
             report.failed.append((plan.record.id, reasons[n]))
             continue
         if plan.existed:
             report.updated += 1
         else:
             report.added += 1
+        report.repaired += bool(plan.unfinished)
         report.chunks_written += len(plan.chunks)
         surplus += [chunk_uuid(source, plan.record.id, c) for c in plan.surplus]
     if surplus:
         # Only after the new edition is written: a passage is never missing in between.
         with store._weaviate_errors(f"removing {len(surplus)} surplus chunks"):
             store._collection().data.delete_many(where=Filter.by_id().contains_any(surplus))
+    ledger.settle(source, [p.record.id for n, p in enumerate(planned) if n not in reasons])
+
+
+def _forget_unfinished(
+    store: WeaviateStore, source: str, passage_ids: list[str], unfinished: dict[str, int]
+) -> None:
+    """Delete every chunk that an earlier, cut-short write of these passages sent.
+
+    By id, one request each: a partly indexed object may be missing from the id filter
+    that ``delete_many`` goes through, while a delete by id finds its stored row and
+    removes whatever index entries it has.
+    """
+    from setpoint.adapters.store import chunk_uuid
+
+    uuids = [
+        chunk_uuid(source, pid, number)
+        for pid in passage_ids
+        for number in range(unfinished.get(pid, 0))
+    ]
+    if not uuids:
+        return
+    data = store._collection().data
+    with store._weaviate_errors(f"removing {len(uuids)} chunks of a cut-short write"):
+        for uuid in uuids:
+            data.delete_by_id(uuid)
 
 
 def ingest_path(

@@ -608,6 +608,9 @@ class WeaviateStore:
         with self._lock, self._weaviate_errors(f"deleting collection {self.collection_name}"):
             client.collections.delete(self.collection_name)
             self._collection_ready = False
+        from setpoint.adapters.ingestion import UnfinishedWrites
+
+        UnfinishedWrites.of(self).clear()  # nothing of the old collection is left to mend
         self.ensure_collection()
 
     def _exists(self) -> bool:
