@@ -190,9 +190,9 @@ def load_reader_probe(adapter_dir: Path | str) -> ReaderProbe | None:
 
 # ------------------------------------------------------------------ training
 def unseen_training_questions(
-    dataset: QADataset, train_titles: Sequence[str], seen: int, n: int, *, seed: int = 1
+    dataset: QADataset, train_titles: Sequence[str], seen: int, n: int | None, *, seed: int = 1
 ) -> list[QARecord]:
-    """``n`` training-title questions the reader adapter did not train on.
+    """``n`` training-title questions the reader adapter did not train on (None: all of them).
 
     ``tune --task read`` consumes questions in a seeded order (``tuning.reader_groups``);
     ``seen`` is how many it used over all stages (``skip_examples`` + training questions of

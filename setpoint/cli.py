@@ -297,7 +297,7 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
         record.get("data", {}).get("training_questions") or 0
     )
     dataset = load_squad(Path(args.squad_dir) if args.squad_dir else default_squad_dir())
-    questions = unseen_training_questions(dataset, split.train, seen, args.limit or 2100)
+    questions = unseen_training_questions(dataset, split.train, seen, args.limit or None)
     generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
     generator.set_adapter(generator.load_adapter(directory, "reader"))
     rows = collect_probe_rows(generator, dataset, split.train, questions)
@@ -706,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const="auto",
         help="train the reader adapter's uncertainty probe instead (default: the shipped reader; "
-        "or an adapter folder); --limit training-title questions it never saw (default 2100, as shipped), "
+        "or an adapter folder); --limit training-title questions it never saw (default: all of them, "
+        "3,487 for the shipped reader, as shipped; about 1.2 s per answer, two answers each), "
         "written to <adapter>/probe.json unless --out",
     )
     calibrate.set_defaults(func=_cmd_calibrate)
