@@ -243,10 +243,14 @@ class UnfinishedWrites:
 
     def record(self, source: str, passages: dict[str, int]) -> None:
         """Note ``passages`` (id → chunks about to be sent) before their batch goes out."""
+
+        def add(known: dict[str, int]) -> None:
+            # A passage cut short twice keeps the larger chunk count: all of them get deleted.
+            for pid, n in passages.items():
+                known[pid] = max(n, known.get(pid, 0))
+
         if passages:
-            self._update(source, lambda known: known.update(
-                {pid: max(n, known.get(pid, 0)) for pid, n in passages.items()}
-            ))  # fmt: skip
+            self._update(source, add)
 
     def settle(self, source: str, passage_ids: Iterable[str]) -> None:
         """Strike off passages Weaviate acknowledged."""
@@ -282,21 +286,18 @@ class UnfinishedWrites:
     def _read(self) -> dict[str, dict[str, int]]:
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
+            return {
+                str(source): {str(pid): int(n) for pid, n in passages.items()}
+                for source, passages in raw.items()
+            }
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             raise IngestError(
                 f"the ingest ledger {self.path} is unreadable ({_short(exc)}); it lists writes "
                 "that were cut short, so delete it and rebuild the collection with "
                 "`setpoint ingest --recreate …`"
             ) from exc
-        if not isinstance(raw, dict):
-            return {}
-        return {
-            str(source): {str(pid): int(n) for pid, n in passages.items()}
-            for source, passages in raw.items()
-            if isinstance(passages, dict)
-        }
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

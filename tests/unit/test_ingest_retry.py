@@ -82,11 +82,14 @@ def test_unfinished_writes_are_kept_per_collection(
     )
 
 
-def test_an_unreadable_ledger_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content", [b"\x00\xff not json", b"[1, 2]", b'{"a.jsonl": {"p1": "two"}}', b'{"a.jsonl": 3}']
+)
+def test_an_unreadable_ledger_is_one_clear_line(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "ledger.json"
-    path.write_bytes(b"\x00\xff not json")
+    path.write_bytes(content)
     with pytest.raises(IngestError) as info:
         UnfinishedWrites(path).pending("a.jsonl")
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "--recreate" in message
-    assert path.read_bytes() == b"\x00\xff not json"  # left for the user to look at
+    assert path.read_bytes() == content  # left for the user to look at
