@@ -42,6 +42,10 @@ _TRANSIENT = (
     # connection is closing" (the write went nowhere; at QUORUM a retry lands on live replicas).
     "code = canceled",
     "connection is closing",
+    # The same loss seen from the HTTP/2 side: "Query call with protocol GRPC batch failed with
+    # message Received RST_STREAM with error code 8" (CANCEL). Writes are upserts by a UUID
+    # derived from the passage, so sending the batch again is safe.
+    "rst_stream",
 )
 _RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 
