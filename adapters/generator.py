@@ -283,7 +283,8 @@ class Generator:
 
         key = (self.active_adapter, tuple(prompt_ids))
         cached = self._prefix_cache.pop(key, None)
-        if cached is not None:
+        # A kept pass did not keep hidden states: a capturing caller gets a fresh prefill.
+        if cached is not None and not self._capture_layers:
             return cached
         ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
         logits, cache = self._forward(ids, DynamicCache())
@@ -316,8 +317,6 @@ class Generator:
 
         self._check_layers((layer,))
         with self.lock, torch.inference_mode():
-            key = (self.active_adapter, tuple(prompt_ids))
-            self._prefix_cache.pop(key, None)  # the cached pass did not keep the hidden state
             self._capture_layers = (layer,)
             try:
                 signals = self.probe(prompt_ids)
@@ -366,8 +365,6 @@ class Generator:
             raise ModelError("empty prompt: nothing to decode")
         self._check_layers(capture_layers)
         with self.lock, torch.inference_mode():
-            if capture_layers:
-                self._prefix_cache.pop((self.active_adapter, tuple(prompt_ids)), None)
             self._capture_layers = tuple(capture_layers)
             try:
                 cache, logits = self._prefill(prompt_ids)
