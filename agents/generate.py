@@ -196,9 +196,7 @@ def make_generate(res: Resources) -> Any:
                     sampled_uncertainty,
                 )
 
-                uncertainty = reader_uncertainty(tokens)
                 disagreement = None
-                signal = "surprisal"
                 if probe is not None:
                     uncertainty, signal = probe.score(tokens), "probe"
                 elif samples > 0:
@@ -211,8 +209,10 @@ def make_generate(res: Resources) -> Any:
                         max_new_tokens=ctx.max_new_tokens,
                     )
                     disagreement = answer_disagreement(text, drawn)
-                    uncertainty = sampled_uncertainty(disagreement, uncertainty)
+                    uncertainty = sampled_uncertainty(disagreement, reader_uncertainty(tokens))
                     signal = "sampled"
+                else:
+                    uncertainty, signal = reader_uncertainty(tokens), "surprisal"
                 quote = locate_quote(text, passages)
                 set_attributes(
                     node,
