@@ -468,7 +468,7 @@ def write_passages(
             gone = [p for p in unfinished if p not in seen]
             # Cut-short writes of passages the source no longer has: the filter that
             # delete_source goes through may miss them, so by id, then the rest.
-            _forget_unfinished(store, source, gone, unfinished)
+            _forget_unfinished(store, source, {p: unfinished[p] for p in gone})
             ledger.settle(source, gone)
             report.deleted += store.delete_source(source, keep=sorted(seen))
         except RetrievalError as exc:
@@ -568,9 +568,7 @@ def _write_batch(
             )
             owner.append(n)
     ledger.record(source, {p.record.id: max(len(p.chunks), p.unfinished) for p in planned})
-    _forget_unfinished(
-        store, source, [p.record.id for p in planned], {p.record.id: p.unfinished for p in planned}
-    )
+    _forget_unfinished(store, source, {p.record.id: p.unfinished for p in planned if p.unfinished})
     errors = writer.write(objects)
     reasons: dict[int, str] = {}
     for index, reason in errors.items():
@@ -595,10 +593,8 @@ def _write_batch(
     ledger.settle(source, [p.record.id for n, p in enumerate(planned) if n not in reasons])
 
 
-def _forget_unfinished(
-    store: WeaviateStore, source: str, passage_ids: list[str], unfinished: dict[str, int]
-) -> None:
-    """Delete every chunk that an earlier, cut-short write of these passages sent.
+def _forget_unfinished(store: WeaviateStore, source: str, unfinished: dict[str, int]) -> None:
+    """Delete every chunk that an earlier, cut-short write sent (``{passage id: chunks}``).
 
     By id, one request each: a partly indexed object may be missing from the id filter
     that ``delete_many`` goes through, while a delete by id finds its stored row and
@@ -607,9 +603,7 @@ def _forget_unfinished(
     from setpoint.adapters.store import chunk_uuid
 
     uuids = [
-        chunk_uuid(source, pid, number)
-        for pid in passage_ids
-        for number in range(unfinished.get(pid, 0))
+        chunk_uuid(source, pid, n) for pid, chunks in unfinished.items() for n in range(chunks)
     ]
     if not uuids:
         return
