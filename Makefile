@@ -10,8 +10,11 @@ STAMP := $(VENV)/.setpoint-installed
 demo: setup
 	$(VENV)/bin/setpoint demo
 
+# pytest's exit code 5 (no tests collected) is a failure of the suite, said in one line.
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
+	exit $$rc
 
 # Installs only when pyproject.toml changed since the last install (re-running is instant).
 install: $(STAMP)
