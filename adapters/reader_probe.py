@@ -1,13 +1,15 @@
 """The reader's uncertainty probe: P(this answer is wrong) from the reader's own hidden states and signals.
 
 A logistic regression over a few hidden states of the answer's decoding pass (the prompt's
-last position, the answer's last token) and the answer's surprisal and entropy signals. It
+last position, the answer's last token), the answer's surprisal and entropy signals, and how
+well the passage text around the answer matches the question (``support_features``). It
 is trained on training-title questions the reader adapter never saw (``collect_probe_rows`` and
 ``fit_reader_probe``, run by ``setpoint calibrate --reader``) and stored as ``probe.json`` next to the adapter, so the
 selective-answering setpoint has a scale that means something: the probe's P(wrong).
 
-Every feature comes from the forward passes that decode the answer anyway
-(``Generator.stream(capture_layers=...)``), so scoring costs a dot product.
+The model features come from the forward passes that decode the answer anyway
+(``Generator.stream(capture_layers=...)``) and the support features from a word count over
+the passages, so scoring costs well under a millisecond.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from setpoint.adapters.linear_probe import LinearProbe, write_json
 from setpoint.errors import ConfigError
 
 if TYPE_CHECKING:
-    from setpoint.adapters.generator import GeneratedToken, Generator
+    from setpoint.adapters.generator import GeneratedToken, Generator, Passage
     from setpoint.adapters.qa_data import QADataset, QARecord
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "feature_vector",
     "fit_reader_probe",
     "load_reader_probe",
+    "support_features",
     "unseen_training_questions",
 ]
 
@@ -52,6 +55,15 @@ SCALARS = (
     "min_margin",
     "log_answer_tokens",
 )
+#: How the passages support the answer, against the question (``support_features``). A
+#: confident reader is most often wrong by quoting another name, date or number of the
+#: right kind from the passage, one that sits in a sentence the question does not describe.
+SUPPORT = (
+    "question_overlap_answer_sentence",
+    "question_overlap_best_sentence",
+    "question_overlap_answer_window",
+    "answer_sentence_rank",
+)
 #: Hidden-state features are ``<position>@<layer>``: the prompt's last position or the
 #: answer's last token (the position that chose the stop token).
 POSITIONS = ("prompt_end", "answer_end")
@@ -59,9 +71,10 @@ _HIDDEN = re.compile(rf"^({'|'.join(POSITIONS)})@(\d+)$")
 
 #: What ``setpoint calibrate --reader`` trains on by default (chosen by title-grouped
 #: cross-validation on training titles; BENCHMARKS.md, "Reader adapter").
-DEFAULT_FEATURES: tuple[str, ...] = ("answer_end@20", "prompt_end@26", *SCALARS)
-#: Under one L2 penalty the seven scalars would drown among 1,152 hidden dimensions; each
-#: standardised scalar is scaled up by this factor (its penalty divided by its square).
+DEFAULT_FEATURES: tuple[str, ...] = ("answer_end@20", "prompt_end@26", *SCALARS, *SUPPORT)
+#: Under one L2 penalty the eleven scalars would drown among 1,152 hidden dimensions; each
+#: standardised scalar (``SCALARS`` and ``SUPPORT``) is scaled up by this factor (its
+#: penalty divided by its square).
 SCALAR_WEIGHT = 3.0
 
 
@@ -69,10 +82,10 @@ def _check_features(features: Sequence[str]) -> None:
     if not features:
         raise ConfigError("a reader probe needs at least one feature")
     for name in features:
-        if name not in SCALARS and not _HIDDEN.match(name):
+        if name not in SCALARS and name not in SUPPORT and not _HIDDEN.match(name):
             raise ConfigError(
                 f"unknown reader probe feature {name!r}; use <prompt_end|answer_end>@<layer> "
-                f"or one of {', '.join(SCALARS)}"
+                f"or one of {', '.join((*SCALARS, *SUPPORT))}"
             )
 
 
@@ -81,10 +94,93 @@ def probe_layers(features: Sequence[str]) -> tuple[int, ...]:
     return tuple(sorted({int(m.group(2)) for f in features if (m := _HIDDEN.match(f))}))
 
 
-def feature_vector(tokens: Sequence[GeneratedToken], features: Sequence[str]) -> list[float]:
+#: Words that say little about what a question asks (matched lower-cased, whole words).
+STOP_WORDS = frozenset(
+    """a an the of in on at to for from by with and or is are was were be been being do does
+    did what which who whom whose when where why how that this these those it its as into than
+    then there their they he she his her him not no can could would should may might will
+    shall has have had about after before during over under between much many one""".split()  # noqa: SIM905
+)
+_WORD = re.compile(r"\w+")
+#: Words on each side of the answer that ``question_overlap_answer_window`` looks at.
+WINDOW_WORDS = 12
+#: ``answer_sentence_rank`` counts at most this many better-matching sentences.
+MAX_RANK = 5
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _find(words: Sequence[str], needle: Sequence[str]) -> list[int]:
+    n = len(needle)
+    return (
+        [i for i in range(len(words) - n + 1) if list(words[i : i + n]) == list(needle)]
+        if n
+        else []
+    )
+
+
+def support_features(question: str, passages: Sequence[Passage], answer: str) -> dict[str, float]:
+    """How the passages back ``answer`` as a reply to ``question``: the ``SUPPORT`` features.
+
+    With Q the question's content words (``STOP_WORDS`` left out), each overlap is the share
+    of Q found in some text: the best sentence that contains the answer, the best sentence
+    of all, and the ``WINDOW_WORDS`` words either side of an occurrence of the answer.
+    ``answer_sentence_rank`` is how many sentences share more of Q than the answer's best
+    one (at most ``MAX_RANK``). An answer found nowhere has overlaps 0.
+
+    Example:
+        >>> from setpoint.adapters.generator import Passage
+        >>> p = Passage("p1", "Moon", "Armstrong walked on the Moon in 1969. Apollo 13 flew in 1970.")
+        >>> f = support_features("When did Armstrong walk on the Moon?", [p], "1969")
+        >>> round(f["question_overlap_answer_sentence"], 2), f["answer_sentence_rank"]
+        (0.67, 0.0)
+        >>> support_features("When did Armstrong walk on the Moon?", [p], "1970")["answer_sentence_rank"]
+        1.0
+    """
+    from setpoint.adapters.chunking import split_sentences
+
+    asked = {w for w in _words(question) if w not in STOP_WORDS}
+    said = _words(answer)
+
+    def overlap(words: Sequence[str]) -> float:
+        return len(asked.intersection(words)) / len(asked) if asked else 0.0
+
+    sentences = [_words(s) for p in passages for s in split_sentences(p.text)]
+    overlaps = [overlap(s) for s in sentences]
+    answer_sentence = max(
+        (o for o, s in zip(overlaps, sentences, strict=True) if _find(s, said)), default=0.0
+    )
+    window = 0.0
+    for passage in passages:
+        words = _words(passage.text)
+        for i in _find(words, said):
+            around = (
+                words[max(0, i - WINDOW_WORDS) : i]
+                + words[i + len(said) : i + len(said) + WINDOW_WORDS]
+            )
+            window = max(window, overlap(around))
+    return {
+        "question_overlap_answer_sentence": answer_sentence,
+        "question_overlap_best_sentence": max(overlaps, default=0.0),
+        "question_overlap_answer_window": window,
+        "answer_sentence_rank": float(min(MAX_RANK, sum(o > answer_sentence for o in overlaps))),
+    }
+
+
+def feature_vector(
+    tokens: Sequence[GeneratedToken],
+    features: Sequence[str],
+    *,
+    question: str | None = None,
+    passages: Sequence[Passage] = (),
+    answer: str | None = None,
+) -> list[float]:
     """The values of ``features`` for one decoded answer (its tokens, stop token included).
 
-    Hidden-state features need the tokens of a ``stream(capture_layers=probe_layers(...))``.
+    Hidden-state features need the tokens of a ``stream(capture_layers=probe_layers(...))``;
+    ``SUPPORT`` features need the ``question``, the ``passages`` read and the ``answer`` text.
 
     Example:
         >>> from setpoint.adapters.generator import GeneratedToken
@@ -108,6 +204,13 @@ def feature_vector(tokens: Sequence[GeneratedToken], features: Sequence[str]) ->
         # Decoded tokens, the stop token included.
         "log_answer_tokens": math.log1p(len(tokens)),
     }
+    if any(name in SUPPORT for name in features):
+        if question is None or answer is None:
+            raise ConfigError(
+                f"the features {', '.join(n for n in features if n in SUPPORT)} need the "
+                "question, the passages and the answer text"
+            )
+        scalars.update(support_features(question, passages, answer))
     out: list[float] = []
     for name in features:
         if name in scalars:
@@ -148,11 +251,31 @@ class ReaderProbe:
     def layers(self) -> tuple[int, ...]:
         return probe_layers(self.features)
 
-    def score(self, tokens: Sequence[GeneratedToken]) -> float:
-        """P(wrong) of the answer decoded as ``tokens``; 1.0 when nothing was decoded."""
+    @property
+    def needs_reading(self) -> bool:
+        """Whether ``score`` needs the question, passages and answer (``SUPPORT`` features)."""
+        return any(name in SUPPORT for name in self.features)
+
+    def score(
+        self,
+        tokens: Sequence[GeneratedToken],
+        *,
+        question: str | None = None,
+        passages: Sequence[Passage] = (),
+        answer: str | None = None,
+    ) -> float:
+        """P(wrong) of the answer decoded as ``tokens``; 1.0 when nothing was decoded.
+
+        ``question``, ``passages`` and ``answer`` (its text) are needed when the probe
+        reads ``SUPPORT`` features (``needs_reading``).
+        """
         if not tokens:
             return 1.0
-        return self.linear.score(feature_vector(tokens, self.features))
+        return self.linear.score(
+            feature_vector(
+                tokens, self.features, question=question, passages=passages, answer=answer
+            )
+        )
 
     def save(self, path: Path) -> Path:
         return write_json(
@@ -245,7 +368,11 @@ def collect_probe_rows(
             ("top3", index.search(q.question, k=3)),
         ):
             answer = answer_question(
-                generator, q.question, passages, grounded=True, capture_layers=probe_layers(features)
+                generator,
+                q.question,
+                passages,
+                grounded=True,
+                capture_layers=probe_layers(features),
             )
             rows.append(
                 {
@@ -253,7 +380,13 @@ def collect_probe_rows(
                     "title": title,
                     "context": context,
                     "f1": best_f1(answer.text, q.answers),
-                    "x": feature_vector(answer.tokens, features),
+                    "x": feature_vector(
+                        answer.tokens,
+                        features,
+                        question=q.question,
+                        passages=passages,
+                        answer=answer.text,
+                    ),
                 }
             )
     return rows
@@ -266,7 +399,7 @@ def fit_reader_probe(
     *,
     model: str = "",
     adapter: str | None = None,
-    c: float = 0.002,
+    c: float = 0.001,
     validation_fraction: float = 0.2,
     wrong_below_f1: float = 0.5,
     seed: int = 0,
@@ -303,7 +436,9 @@ def fit_reader_probe(
             )
         mean = x.mean(axis=0)
         scale = x.std(axis=0) + 1e-6
-        scale[[i for i, name in enumerate(columns) if name in SCALARS]] /= SCALAR_WEIGHT
+        scale[[i for i, name in enumerate(columns) if name in SCALARS or name in SUPPORT]] /= (
+            SCALAR_WEIGHT
+        )
         fitted = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, y)
         return LinearProbe(
             layer=-1,

@@ -198,7 +198,10 @@ def make_generate(res: Resources) -> Any:
 
                 disagreement = None
                 if probe is not None:
-                    uncertainty, signal = probe.score(tokens), "probe"
+                    uncertainty = probe.score(
+                        tokens, question=question, passages=passages, answer=text
+                    )
+                    signal = "probe"
                 elif samples > 0:
                     drawn = sample_answers(
                         generator,

@@ -276,7 +276,18 @@ def main() -> None:
                         "seconds": answer.seconds,
                         "quote": answer.quote is not None,
                         **_signals(answer.tokens, answer.disagreement),
-                        **({"probe": scored.score(answer.tokens)} if scored is not None else {}),
+                        **(
+                            {
+                                "probe": scored.score(
+                                    answer.tokens,
+                                    question=q.question,
+                                    passages=passages,
+                                    answer=answer.text,
+                                )
+                            }
+                            if scored is not None
+                            else {}
+                        ),
                         **({"samples": answer.samples} if answer.samples else {}),
                     }
                 )

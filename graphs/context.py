@@ -68,7 +68,8 @@ class Context:
     reader_setpoint: float = math.inf
     #: Score reader answers with the probe stored next to the reader adapter (``probe.json``,
     #: ``setpoint calibrate --reader``; the shipped reader has one): P(wrong) from the
-    #: reader's hidden states and signals, in [0, 1]. Its file lists the setpoints that keep
+    #: reader's hidden states and signals and from how well the passages around the answer
+    #: match the question, in [0, 1]. Its file lists the setpoints that keep
     #: 90/80/70/50 % of answers. False (or an adapter without a probe) reads the surprisal.
     reader_probe: bool = True
     #: With > 0, the reader's uncertainty is sampled instead (no probe): this many answers are drawn

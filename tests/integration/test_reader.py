@@ -122,5 +122,5 @@ def test_calibrate_reader_trains_a_probe_on_questions_the_adapter_never_saw(
     assert probe.record["questions"] == 16 and probe.record["answers"] == 32
     split = TitleSplit.load(shipped_reader_dir() / SPLIT_FILE)
     assert set(probe.record["validation_titles"]) <= set(split.train)
-    assert len(probe.linear.weights) == 2 * 576 + 7
+    assert len(probe.linear.weights) == 2 * 576 + len(DEFAULT_FEATURES) - 2
     assert "reader probe written to" in capsys.readouterr().out

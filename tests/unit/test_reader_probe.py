@@ -18,11 +18,13 @@ from setpoint.adapters.grounding import answer_question
 from setpoint.adapters.linear_probe import LinearProbe
 from setpoint.adapters.reader_probe import (
     PROBE_FILE,
+    SUPPORT,
     ReaderProbe,
     feature_vector,
     fit_reader_probe,
     load_reader_probe,
     probe_layers,
+    support_features,
 )
 from setpoint.agents.resources import Resources
 from setpoint.errors import ConfigError
@@ -46,7 +48,9 @@ def test_stream_keeps_the_hidden_state_of_the_position_that_chose_each_token(
     for k, token in enumerate(tokens):
         assert token.hidden is not None and set(token.hidden) == {2, 4}
         for layer in (2, 4):
-            assert torch.allclose(token.hidden[layer], states[layer][0, len(prompt) - 1 + k], atol=1e-4)
+            assert torch.allclose(
+                token.hidden[layer], states[layer][0, len(prompt) - 1 + k], atol=1e-4
+            )
     assert all(t.hidden is None for t in gen.stream(prompt, max_new_tokens=3))
 
 
@@ -73,7 +77,11 @@ def test_capture_layers_out_of_range_is_a_config_error(tiny_generator: Generator
 
 def test_feature_vector_reads_positions_and_scalars(tiny_generator: Generator) -> None:
     answer = answer_question(
-        tiny_generator, "who won the super bowl ?", [BOWL], grounded=True, max_new_tokens=5,
+        tiny_generator,
+        "who won the super bowl ?",
+        [BOWL],
+        grounded=True,
+        max_new_tokens=5,
         capture_layers=probe_layers(FEATURES),
     )
     tokens = answer.tokens
@@ -88,11 +96,81 @@ def test_feature_vector_reads_positions_and_scalars(tiny_generator: Generator) -
         feature_vector(plain.tokens, FEATURES)
 
 
+MOON = Passage(
+    "p9",
+    "Moon",
+    "Apollo 11 landed on the Moon in 1969 with Armstrong. Apollo 13 launched in 1970 but never landed.",
+)
+MOON_QUESTION = (
+    "In what year did Apollo 11 land on the Moon?"  # content words: year apollo 11 land moon
+)
+
+
+def test_support_features_tell_the_described_sentence_from_a_distractor() -> None:
+    right = support_features(MOON_QUESTION, [MOON], "1969")
+    assert right == {
+        "question_overlap_answer_sentence": pytest.approx(3 / 5),  # apollo 11 moon
+        "question_overlap_best_sentence": pytest.approx(3 / 5),
+        "question_overlap_answer_window": pytest.approx(3 / 5),
+        "answer_sentence_rank": 0.0,
+    }
+    # A date of the right kind, from the sentence the question does not describe.
+    wrong = support_features(MOON_QUESTION, [MOON], "1970")
+    assert wrong == {
+        "question_overlap_answer_sentence": pytest.approx(1 / 5),  # apollo
+        "question_overlap_best_sentence": pytest.approx(3 / 5),
+        "question_overlap_answer_window": pytest.approx(
+            2 / 5
+        ),  # moon, apollo in the 12 words before
+        "answer_sentence_rank": 1.0,
+    }
+    # Case and punctuation do not matter; a multi-word answer is found as a phrase.
+    assert support_features(MOON_QUESTION, [MOON], "APOLLO 11,")[
+        "question_overlap_answer_sentence"
+    ] == pytest.approx(3 / 5)
+    # An answer the passages do not hold has no support; both sentences outrank it.
+    missing = support_features(MOON_QUESTION, [MOON], "Gagarin")
+    assert (
+        missing["question_overlap_answer_sentence"]
+        == missing["question_overlap_answer_window"]
+        == 0.0
+    )
+    assert missing["answer_sentence_rank"] == 2.0
+    # Several passages are read as one; a question of stop words only has no overlap to measure.
+    both = support_features(MOON_QUESTION, [BOWL, MOON], "1969")
+    assert both["answer_sentence_rank"] == 0.0 and both[
+        "question_overlap_best_sentence"
+    ] == pytest.approx(3 / 5)
+    assert set(support_features("what was it?", [MOON], "1969").values()) == {0.0}
+    assert support_features(MOON_QUESTION, [], "1969") == dict.fromkeys(SUPPORT, 0.0)
+
+
+def test_support_features_need_the_reading(tiny_generator: Generator) -> None:
+    answer = answer_question(
+        tiny_generator, "who won the super bowl ?", [BOWL], grounded=True, max_new_tokens=5
+    )
+    with pytest.raises(ConfigError, match="need the question, the passages and the answer"):
+        feature_vector(answer.tokens, ("max_entropy", *SUPPORT))
+    vector = feature_vector(
+        answer.tokens,
+        ("max_entropy", *SUPPORT),
+        question="who won the super bowl ?",
+        passages=[BOWL],
+        answer=answer.text,
+    )
+    assert vector[1:] == list(
+        support_features("who won the super bowl ?", [BOWL], answer.text).values()
+    )
+
+
 def test_unknown_features_are_refused() -> None:
     linear = LinearProbe(layer=-1, mean=[0.0], scale=[1.0], weights=[1.0], bias=0.0)
     with pytest.raises(ConfigError, match="unknown reader probe feature"):
         ReaderProbe(features=("answer_middle@3",), linear=linear)
-    assert probe_layers(("answer_end@20", "prompt_end@26", "answer_end@20", "max_entropy")) == (20, 26)
+    assert probe_layers(("answer_end@20", "prompt_end@26", "answer_end@20", "max_entropy")) == (
+        20,
+        26,
+    )
 
 
 def synthetic_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -120,7 +198,10 @@ def test_fit_validates_on_held_out_titles_and_stores_setpoints(tmp_path: Path) -
     held_out = set(probe.record["validation_titles"])
     assert held_out and held_out < {f"T{i}" for i in range(10)}
     assert probe.record["validation_auroc_wrong"]["all"] > 0.8
-    assert probe.record["validation_auroc_wrong"]["all"] > probe.record["validation_surprisal_auroc_wrong"]["all"]
+    assert (
+        probe.record["validation_auroc_wrong"]["all"]
+        > probe.record["validation_surprisal_auroc_wrong"]["all"]
+    )
     setpoints = [probe.setpoints[k] for k in ("0.5", "0.7", "0.8", "0.9")]
     assert setpoints == sorted(setpoints) and 0 < setpoints[0] < setpoints[-1] < 1
     # About 80 % of unseen rows score at or under the 80 % setpoint.
@@ -145,7 +226,9 @@ def test_fit_refuses_one_sided_labels() -> None:
 
 
 # ------------------------------------------------------------------ the graph
-def tiny_reader_with_probe(directory: Path, weights: list[float] | None = None) -> Path:
+def tiny_reader_with_probe(
+    directory: Path, weights: list[float] | None = None, features: tuple[str, ...] = FEATURES
+) -> Path:
     """A LoRA reader adapter for the tiny model with a probe.json next to it."""
     from peft import LoraConfig, get_peft_model
 
@@ -153,7 +236,7 @@ def tiny_reader_with_probe(directory: Path, weights: list[float] | None = None) 
     get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(
         str(directory)
     )
-    width = 32 + 32 + 2
+    width = 32 + 32 + len(features) - 2
     rng = random.Random(3)
     linear = LinearProbe(
         layer=-1,
@@ -162,12 +245,14 @@ def tiny_reader_with_probe(directory: Path, weights: list[float] | None = None) 
         weights=weights or [rng.gauss(0, 0.3) for _ in range(width)],
         bias=0.0,
     )
-    ReaderProbe(features=FEATURES, linear=linear).save(directory / PROBE_FILE)
+    ReaderProbe(features=features, linear=linear).save(directory / PROBE_FILE)
     return directory
 
 
 def reader_span(spans: InMemorySpanExporter) -> dict[str, Any]:
-    found = [s for s in spans.get_finished_spans() if s.attributes.get("setpoint.phase") == "reader"]
+    found = [
+        s for s in spans.get_finished_spans() if s.attributes.get("setpoint.phase") == "reader"
+    ]
     assert len(found) == 1
     return dict(found[0].attributes)
 
@@ -204,16 +289,43 @@ def test_probe_weights_move_the_reader_uncertainty(
     sure = tiny_reader_with_probe(tmp_path / "sure", [0.0] * (width - 1) + [-50.0])
     graph = build_graph(resources)
     question = {"question": "who won the super bowl ?"}
-    graph.invoke(question, context=Context(max_new_tokens=8, probe_setpoint=0.0, reader_adapter=str(sure)))
+    graph.invoke(
+        question, context=Context(max_new_tokens=8, probe_setpoint=0.0, reader_adapter=str(sure))
+    )
     assert reader_span(spans)["setpoint.reader_uncertainty"] < 1e-6
     spans.clear()
     graph.invoke(
         question,
-        context=Context(max_new_tokens=8, probe_setpoint=0.0, reader_adapter=str(sure), reader_probe=False),
+        context=Context(
+            max_new_tokens=8, probe_setpoint=0.0, reader_adapter=str(sure), reader_probe=False
+        ),
     )
     attrs = reader_span(spans)
     assert attrs["setpoint.reader_signal"] == "surprisal"
     assert attrs["setpoint.reader_uncertainty"] > 0.0
+
+
+def test_graph_gives_the_probe_the_question_and_passages_it_read(
+    resources: Resources, spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """A support feature is computed on the question and retrieved passages: the question's
+    words all sit in the Super Bowl passage, so a large negative weight on that overlap
+    drives P(wrong) to 0, and a large positive one to 1."""
+    features = (*FEATURES, "question_overlap_best_sentence")
+    width = 32 + 32 + 3
+    graph = build_graph(resources)
+    for sign, check in ((-1, lambda u: u < 1e-6), (1, lambda u: u > 1 - 1e-6)):
+        spans.clear()
+        reader = tiny_reader_with_probe(
+            tmp_path / f"r{sign}", [0.0] * (width - 1) + [50.0 * sign], features
+        )
+        graph.invoke(
+            {"question": "who won the super bowl ?"},
+            context=Context(max_new_tokens=8, probe_setpoint=0.0, reader_adapter=str(reader)),
+        )
+        attrs = reader_span(spans)
+        assert attrs["setpoint.reader_signal"] == "probe"
+        assert check(attrs["setpoint.reader_uncertainty"]), attrs["setpoint.reader_uncertainty"]
 
 
 def test_shipped_probe_matches_the_shipped_reader() -> None:
@@ -225,6 +337,9 @@ def test_shipped_probe_matches_the_shipped_reader() -> None:
     hidden = sum(1 for f in probe.features if "@" in f)
     assert len(probe.linear.weights) == hidden * card["hidden_size"] + len(probe.features) - hidden
     assert all(0 <= layer <= card["num_hidden_layers"] for layer in probe.layers)
-    assert probe.record["validation_auroc_wrong"]["all"] > probe.record["validation_surprisal_auroc_wrong"]["all"]
+    assert (
+        probe.record["validation_auroc_wrong"]["all"]
+        > probe.record["validation_surprisal_auroc_wrong"]["all"]
+    )
     assert set(probe.setpoints) == {"0.5", "0.7", "0.8", "0.9"}
     json.dumps(probe.record)  # the record stays plain JSON
