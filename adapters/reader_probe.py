@@ -112,13 +112,10 @@ def _words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
 
-def _find(words: Sequence[str], needle: Sequence[str]) -> list[int]:
+def _find(words: list[str], needle: list[str]) -> list[int]:
+    """Where ``needle`` starts in ``words`` (none for an empty needle)."""
     n = len(needle)
-    return (
-        [i for i in range(len(words) - n + 1) if list(words[i : i + n]) == list(needle)]
-        if n
-        else []
-    )
+    return [i for i in range(len(words) - n + 1) if words[i : i + n] == needle] if n else []
 
 
 def support_features(question: str, passages: Sequence[Passage], answer: str) -> dict[str, float]:
@@ -251,11 +248,6 @@ class ReaderProbe:
     def layers(self) -> tuple[int, ...]:
         return probe_layers(self.features)
 
-    @property
-    def needs_reading(self) -> bool:
-        """Whether ``score`` needs the question, passages and answer (``SUPPORT`` features)."""
-        return any(name in SUPPORT for name in self.features)
-
     def score(
         self,
         tokens: Sequence[GeneratedToken],
@@ -267,7 +259,7 @@ class ReaderProbe:
         """P(wrong) of the answer decoded as ``tokens``; 1.0 when nothing was decoded.
 
         ``question``, ``passages`` and ``answer`` (its text) are needed when the probe
-        reads ``SUPPORT`` features (``needs_reading``).
+        reads ``SUPPORT`` features.
         """
         if not tokens:
             return 1.0
