@@ -86,10 +86,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_lines(path: Path) -> list[dict[str, Any]]:
+def _read_lines(path: Path, option: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(
-            f"{path} not found; point --data (or SETPOINT_SQUAD_DIR) at a folder with "
+            f"{path} not found; point {option} (or SETPOINT_SQUAD_DIR) at a folder with "
             "passages.jsonl and questions.jsonl"
         )
     rows = []
@@ -106,8 +106,10 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def load_squad(directory: Path) -> QADataset:
+def load_squad(directory: Path, *, option: str = "--data") -> QADataset:
     """Read ``passages.jsonl`` ({id, title, text}) and ``questions.jsonl`` ({id, question, answers, passage_id}).
+
+    ``option`` is the command-line flag that names the folder, for the error messages.
 
     Raises:
         InputError: a file is missing or malformed, or a question names an unknown passage.
@@ -118,10 +120,10 @@ def load_squad(directory: Path) -> QADataset:
     passages_file, questions_file = directory / "passages.jsonl", directory / "questions.jsonl"
     passages = {
         str(row["id"]): Passage(str(row["id"]), str(row.get("title") or ""), str(row["text"]))
-        for row in _read_lines(passages_file)
+        for row in _read_lines(passages_file, option)
     }
     questions = []
-    for row in _read_lines(questions_file):
+    for row in _read_lines(questions_file, option):
         pid = str(row.get("passage_id", ""))
         if pid not in passages:
             raise InputError(f"question {row.get('id')!r} names unknown passage {pid!r}")

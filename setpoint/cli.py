@@ -296,7 +296,9 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
     seen = int(record.get("config", {}).get("skip_examples") or 0) + int(
         record.get("data", {}).get("training_questions") or 0
     )
-    dataset = load_squad(Path(args.squad_dir) if args.squad_dir else default_squad_dir())
+    dataset = load_squad(
+        Path(args.squad_dir) if args.squad_dir else default_squad_dir(), option="--squad-dir"
+    )
     questions = unseen_training_questions(dataset, split.train, seen, args.limit or None)
     generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
     generator.set_adapter(generator.load_adapter(directory, "reader"))

@@ -82,14 +82,19 @@ class EvalRecord:
 
 # ------------------------------------------------------------------ data
 def load_squad(squad_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Passages and questions from a SQuAD JSONL folder (``passages.jsonl``, ``questions.jsonl``)."""
-    paths = [squad_dir / "passages.jsonl", squad_dir / "questions.jsonl"]
-    for path in paths:
-        if not path.is_file():
-            raise ConfigError(f"{path} not found; point --squad-dir (or SETPOINT_SQUAD_DIR) at the SQuAD folder")
-    passages, questions = (
-        [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] for path in paths
-    )
+    """Passages and questions from a SQuAD JSONL folder (``passages.jsonl``, ``questions.jsonl``).
+
+    Read and checked by ``qa_data.load_squad`` (a missing file, a malformed line or a question
+    naming an unknown passage is a one-line ``InputError``), as plain rows.
+    """
+    from setpoint.adapters.qa_data import load_squad as read_squad
+
+    data = read_squad(squad_dir, option="--squad-dir")
+    passages = [{"id": p.id, "title": p.title, "text": p.text} for p in data.passages.values()]
+    questions = [
+        {"id": q.id, "question": q.question, "answers": list(q.answers), "passage_id": q.passage_id}
+        for q in data.questions
+    ]
     return passages, questions
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
-from setpoint.evaluation import build_stream, split_titles
+from setpoint.errors import InputError
+from setpoint.evaluation import build_stream, load_squad, split_titles
 from setpoint.metrics import (
     auroc,
     best_exact_match,
@@ -75,3 +77,31 @@ def test_title_split_and_stream_are_seeded_and_disjoint() -> None:
     assert {q.part for q in stream if q.title in core} == {"core"}
     assert [q.id for q in stream] == [q.id for q in build_stream(questions, passages, core_titles=core, limit=None, seed=1)]
     assert stream[0].question.endswith("?")
+
+
+def test_eval_squad_folders_with_bad_files_fail_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`setpoint calibrate` / `eval` read SQuAD folders with the checks of `qa_data.load_squad`."""
+    from setpoint.cli import main
+
+    folder = tmp_path / "squad"
+    folder.mkdir()
+    (folder / "passages.jsonl").write_text('{"id": "p1", "title": "T", "text": "It rained."}\n', encoding="utf-8")
+    (folder / "questions.jsonl").write_text(
+        '{"id": "q1", "question": "Did it rain?", "answers": ["It rained"], "passage_id": "p1"}\n', encoding="utf-8"
+    )
+    passages, questions = load_squad(folder)
+    assert passages == [{"id": "p1", "title": "T", "text": "It rained."}]
+    assert questions == [{"id": "q1", "question": "Did it rain?", "answers": ["It rained"], "passage_id": "p1"}]
+    with (folder / "questions.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"id": "q2", "question": "Where?", "answers": ["here"], "passage_id": "p9"}\n')
+    with pytest.raises(InputError, match="unknown passage 'p9'"):
+        load_squad(folder)
+    (folder / "questions.jsonl").write_text("{not json\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"questions\.jsonl:1: invalid JSON"):
+        load_squad(folder)
+    # The message names the flag of the command that was run.
+    assert main(["calibrate", "--squad-dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not found; point --squad-dir" in err
