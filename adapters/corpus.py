@@ -81,9 +81,12 @@ def read_jsonl(path: Path) -> tuple[list[PassageRecord], list[tuple[int, str]]]:
         IngestError: the file is missing or cannot be read.
 
     Example:
-        >>> records, bad = read_jsonl(Path("passages.jsonl"))  # doctest: +SKIP
-        >>> bad
-        [(7, 'invalid JSON: Expecting value at column 1')]
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "passages.jsonl"
+        >>> _ = path.write_text('{"id": "p1", "title": "Rain", "text": "It rained."}\\n{oops\\n')
+        >>> records, bad = read_jsonl(path)
+        >>> [r.id for r in records], bad
+        (['p1'], [(2, 'invalid JSON: Expecting property name enclosed in double quotes at column 2')])
     """
     path = Path(path)
     data = _read_bytes(path, "passage")

@@ -276,7 +276,7 @@ class UnfinishedWrites:
                 del ledger[source]
             try:
                 if ledger:
-                    from setpoint.adapters.linear_probe import write_json
+                    from setpoint.adapters.files import write_json
 
                     write_json(self.path, ledger)
                 else:

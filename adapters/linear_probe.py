@@ -13,19 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from setpoint.adapters.files import write_json
 from setpoint.errors import ConfigError
 
-__all__ = ["LinearProbe", "write_json"]
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary file, so a crash leaves the old file whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    tmp.replace(path)
-    return path
+__all__ = ["LinearProbe"]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from setpoint.adapters.linear_probe import LinearProbe, write_json
+from setpoint.adapters.files import write_json
+from setpoint.adapters.linear_probe import LinearProbe
 from setpoint.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -487,9 +487,9 @@ class WeaviateServer:
             "binary": str(self.binary),
             "started": time.time(),
         }
-        tmp = self.pidfile.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(self.pidfile)
+        from setpoint.adapters.files import write_json
+
+        write_json(self.pidfile, record, indent=1)
 
     def _environment(self) -> dict[str, str]:
         ports = self.ports

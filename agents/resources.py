@@ -75,7 +75,7 @@ class Resources:
 
     Example:
         >>> res = Resources(settings=Settings.from_env())
-        >>> res.generator()  # doctest: +SKIP  (loads the model now)
+        >>> res.generator()  # loads the model now  # doctest: +SKIP
     """
 
     settings: Settings = field(default_factory=Settings.from_env)

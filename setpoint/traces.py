@@ -51,7 +51,7 @@ def sparkline(values: Sequence[float], *, top: float | None = None) -> str:
 
     Example:
         >>> sparkline([0.0, 1.0, 2.0, 4.0])
-        '▁▂▄█'
+        '▁▃▅█'
     """
     if not values:
         return ""

@@ -120,7 +120,7 @@ def match_question(question: str) -> ToolMatch | None:
     so one broken package cannot stop every question.
 
     Example:
-        >>> match_question("What is 12 * (3 + 4)?")  # doctest: +SKIP  (with setpoint-calculator)
+        >>> match_question("What is 12 * (3 + 4)?")  # with setpoint-calculator  # doctest: +SKIP
         ToolMatch(name='calculator', args={'expression': '12 * (3 + 4)'})
     """
     for name in sorted(registered_names()):

@@ -78,7 +78,7 @@ def search_passages(
 
     Example:
         >>> hits = search_passages(store, "Who won Super Bowl 50?", 3, 0.5)  # doctest: +SKIP
-        >>> hits[0].id
+        >>> hits[0].id  # doctest: +SKIP
         'Super_Bowl_50-0'
     """
     search = getattr(store, "search", None)
@@ -136,9 +136,9 @@ def make_search_tool(
 
     Example:
         >>> tool = make_search_tool(store, k=3)  # doctest: +SKIP
-        >>> msg = tool.invoke({"name": "weaviate_search", "args": {"query": "Super Bowl 50"},
+        >>> msg = tool.invoke({"name": "weaviate_search", "args": {"query": "Super Bowl 50"},  # doctest: +SKIP
         ...                    "id": "call_1", "type": "tool_call"})
-        >>> msg.artifact[0]["id"]
+        >>> msg.artifact[0]["id"]  # doctest: +SKIP
         'Super_Bowl_50-0'
     """
     default_k, default_alpha, default_mode = k, alpha, mode
