@@ -86,7 +86,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_lines(path: Path, option: str) -> list[dict[str, Any]]:
+def _read_lines(path: Path, option: str, required: tuple[str, ...]) -> list[dict[str, Any]]:
     if not path.is_file():
         raise InputError(
             f"{path} not found; point {option} (or SETPOINT_SQUAD_DIR) at a folder with "
@@ -102,6 +102,9 @@ def _read_lines(path: Path, option: str) -> list[dict[str, Any]]:
             raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise InputError(f"{path}:{number}: expected a JSON object")
+        missing = [key for key in required if row.get(key) in (None, "")]
+        if missing:
+            raise InputError(f"{path}:{number}: no {' or '.join(repr(k) for k in missing)}")
         rows.append(row)
     return rows
 
@@ -120,10 +123,10 @@ def load_squad(directory: Path, *, option: str = "--data") -> QADataset:
     passages_file, questions_file = directory / "passages.jsonl", directory / "questions.jsonl"
     passages = {
         str(row["id"]): Passage(str(row["id"]), str(row.get("title") or ""), str(row["text"]))
-        for row in _read_lines(passages_file, option)
+        for row in _read_lines(passages_file, option, ("id", "text"))
     }
     questions = []
-    for row in _read_lines(questions_file, option):
+    for row in _read_lines(questions_file, option, ("id", "question")):
         pid = str(row.get("passage_id", ""))
         if pid not in passages:
             raise InputError(f"question {row.get('id')!r} names unknown passage {pid!r}")

@@ -98,6 +98,9 @@ def test_eval_squad_folders_with_bad_files_fail_in_one_line(
         f.write('{"id": "q2", "question": "Where?", "answers": ["here"], "passage_id": "p9"}\n')
     with pytest.raises(InputError, match="unknown passage 'p9'"):
         load_squad(folder)
+    (folder / "questions.jsonl").write_text('{"id": "q3", "answers": ["x"], "passage_id": "p1"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"questions\.jsonl:1: no 'question'"):
+        load_squad(folder)
     (folder / "questions.jsonl").write_text("{not json\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"questions\.jsonl:1: invalid JSON"):
         load_squad(folder)
