@@ -72,7 +72,9 @@ _HIDDEN = re.compile(rf"^({'|'.join(POSITIONS)})@(\d+)$")
 
 #: What ``setpoint calibrate --reader`` trains on by default (chosen by title-grouped
 #: cross-validation on training titles; BENCHMARKS.md, "Reader adapter").
-DEFAULT_FEATURES: tuple[str, ...] = ("answer_end@20", "prompt_end@26", *SCALARS, *SUPPORT)
+#: Every one-number feature (the rest are ``<position>@<layer>`` hidden states).
+ONE_NUMBER = (*SCALARS, *SUPPORT)
+DEFAULT_FEATURES: tuple[str, ...] = ("answer_end@20", "prompt_end@26", *ONE_NUMBER)
 #: Under one L2 penalty the eleven scalars would drown among 1,152 hidden dimensions; each
 #: standardised scalar (``SCALARS`` and ``SUPPORT``) is scaled up by this factor (its
 #: penalty divided by its square).
@@ -83,10 +85,10 @@ def _check_features(features: Sequence[str]) -> None:
     if not features:
         raise ConfigError("a reader probe needs at least one feature")
     for name in features:
-        if name not in SCALARS and name not in SUPPORT and not _HIDDEN.match(name):
+        if name not in ONE_NUMBER and not _HIDDEN.match(name):
             raise ConfigError(
                 f"unknown reader probe feature {name!r}; use <prompt_end|answer_end>@<layer> "
-                f"or one of {', '.join((*SCALARS, *SUPPORT))}"
+                f"or one of {', '.join(ONE_NUMBER)}"
             )
 
 
@@ -429,9 +431,7 @@ def fit_reader_probe(
             )
         mean = x.mean(axis=0)
         scale = x.std(axis=0) + 1e-6
-        scale[[i for i, name in enumerate(columns) if name in SCALARS or name in SUPPORT]] /= (
-            SCALAR_WEIGHT
-        )
+        scale[[i for i, name in enumerate(columns) if name in ONE_NUMBER]] /= SCALAR_WEIGHT
         fitted = LogisticRegression(C=c, max_iter=5000).fit((x - mean) / scale, y)
         return LinearProbe(
             layer=-1,
