@@ -36,6 +36,7 @@ lint:
 typecheck:
 	rm -rf build/typecheck && mkdir -p build/typecheck/setpoint
 	for f in setpoint/*.py setpoint/py.typed; do ln -s ../../../$$f build/typecheck/setpoint/; done
+	for d in cli jobs; do ln -s ../../../setpoint/$$d build/typecheck/setpoint/$$d; done
 	for d in agents graphs tools adapters; do ln -s ../../../$$d build/typecheck/setpoint/$$d; done
 	cd build/typecheck && ../../$(VENV)/bin/mypy -p setpoint
 

@@ -43,7 +43,7 @@ def _reader_options(ctx: Any) -> tuple[str | None, bool, float]:
 
 def make_generate(res: Resources) -> Any:
     def generate(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
-        from setpoint.adapters.generator import Passage
+        from setpoint.adapters.model.generator import Passage
 
         ctx = runtime.context
         thresholds = ctx.thresholds()
@@ -58,8 +58,8 @@ def make_generate(res: Resources) -> Any:
         with node_span(res.tracer, "generate", **{"setpoint.phase": phase}) as node:
             generator = res.generator()
             if passages:
-                from setpoint.adapters.grounding import SpanConstraint
-                from setpoint.adapters.reader_adapter import resolve_reader
+                from setpoint.adapters.lora.reader import resolve_reader
+                from setpoint.adapters.model.quoting import SpanConstraint
 
                 # The retrieve route reads with the reader adapter; the answer route keeps
                 # the knowledge adapter. PEFT switches them on the one loaded base model.
@@ -188,7 +188,7 @@ def make_generate(res: Resources) -> Any:
             }
             uncertainty = math.nan
             if passages and fired_at is None:
-                from setpoint.adapters.grounding import (
+                from setpoint.adapters.model.quoting import (
                     answer_disagreement,
                     locate_quote,
                     reader_uncertainty,

@@ -42,7 +42,7 @@ def select_knowledge(
     lowest first-token entropy wins. Each prefill stays in the generator's cache, so the
     chosen adapter decodes without prefilling again.
     """
-    from setpoint.adapters.knowledge import choose_by_signal, topic_matches
+    from setpoint.adapters.lora.knowledge import choose_by_signal, topic_matches
 
     cards = res.knowledge_adapters(folders)
     if not cards:

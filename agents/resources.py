@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
     from opentelemetry.trace import Tracer, TracerProvider
 
-    from setpoint.adapters.generator import Generator
-    from setpoint.adapters.knowledge import AdapterCard
-    from setpoint.adapters.linear_probe import LinearProbe
-    from setpoint.adapters.reader_probe import ReaderProbe
+    from setpoint.adapters.domain.linear_probe import LinearProbe
+    from setpoint.adapters.domain.reader_probe import ReaderProbe
+    from setpoint.adapters.lora.knowledge import AdapterCard
+    from setpoint.adapters.model.generator import Generator
     from setpoint.agents.thermostat import Thresholds
     from setpoint.tools.freshness import StaleKnowledge
     from setpoint.tools.policy import Policy
@@ -39,7 +39,7 @@ __all__ = ["Resources", "RunContext"]
 def _shared_embedder(embedder_dir: Path | None, cache_dir: Path) -> Embeddings:
     # Keyed by the settings that choose the model: tests build many Resources per process and
     # must not load all-MiniLM-L6-v2 once each.
-    from setpoint.adapters.embedder import Embedder
+    from setpoint.adapters.model.embedder import Embedder
 
     return Embedder.from_settings(Settings(cache_dir=cache_dir, embedder_dir=embedder_dir))
 
@@ -102,7 +102,7 @@ class Resources:
     def generator(self) -> Generator:
         with self._lock:
             if self._generator is None:
-                from setpoint.adapters.generator import Generator
+                from setpoint.adapters.model.generator import Generator
 
                 self._generator = Generator.from_pretrained(
                     self.settings.generator_dir, threads=self.settings.threads
@@ -113,8 +113,8 @@ class Resources:
         """The passage store (``WeaviateStore`` unless one was injected); not yet connected."""
         with self._lock:
             if self._store is None:
-                from setpoint.adapters.embedder import Embedder
-                from setpoint.adapters.store import WeaviateStore
+                from setpoint.adapters.model.embedder import Embedder
+                from setpoint.adapters.weaviate.store import WeaviateStore
 
                 self._store = WeaviateStore.from_settings(
                     self.settings, Embedder.from_settings(self.settings)
@@ -139,7 +139,7 @@ class Resources:
 
     def adapter_card(self, adapter: str | None) -> AdapterCard | None:
         """What a loaded adapter learned (its record's ``learned`` section), read once; None if unknown."""
-        from setpoint.adapters.knowledge import read_card
+        from setpoint.adapters.lora.knowledge import read_card
 
         if adapter is None:
             return None
@@ -157,7 +157,7 @@ class Resources:
         Names are the folder names (``-2``, ``-3``… when two folders share one); an adapter
         without a ``learned`` record gets an empty card (chosen by signal only).
         """
-        from setpoint.adapters.knowledge import AdapterCard
+        from setpoint.adapters.lora.knowledge import AdapterCard
 
         generator = self.generator()
         cards: list[AdapterCard] = []
@@ -188,7 +188,7 @@ class Resources:
 
     def linear_probe(self, path: str) -> LinearProbe:
         """The calibrated probe at ``path``, loaded once."""
-        from setpoint.adapters.linear_probe import LinearProbe
+        from setpoint.adapters.domain.linear_probe import LinearProbe
 
         with self._lock:
             if path not in self._probes:
@@ -197,7 +197,7 @@ class Resources:
 
     def reader_probe(self, adapter: str | None) -> ReaderProbe | None:
         """The uncertainty probe stored with the loaded reader ``adapter`` (loaded once), or None."""
-        from setpoint.adapters.reader_probe import load_reader_probe
+        from setpoint.adapters.domain.reader_probe import load_reader_probe
 
         directory = self.generator().adapters.get(adapter) if adapter is not None else None
         if directory is None:

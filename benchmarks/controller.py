@@ -1,7 +1,7 @@
 """Prove the controller: a tuned core, a calibrated probe and thermostat, and every strategy on one stream.
 
 The question stream is SQuAD (``../shared/data/squad``) with its article titles split into a
-*core* and a *fringe* half (``setpoint.evaluation.split_titles``, seed recorded). The run:
+*core* and a *fringe* half (``setpoint.jobs.evaluation.split_titles``, seed recorded). The run:
 
 1. **Core adapter.** A knowledge LoRA adapter is tuned closed-book on every core question of
    the stream's first ``--calibrate + --eval`` questions: those facts now live in the weights;
@@ -36,7 +36,6 @@ from machine_info import machine  # the folder of this script is on sys.path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def train_core_adapter(
     core: list[Any],
     fringe_titles: set[str],
@@ -46,9 +45,8 @@ def train_core_adapter(
     settings: Any,
 ) -> dict[str, Any]:
     """Tune (or find) the knowledge adapter on the core questions; returns its training record."""
-    from setpoint.adapters.generator import Generator
-    from setpoint.adapters.qa_data import QARecord, TitleSplit, load_squad
-    from setpoint.adapters.tuning import (
+    from setpoint.adapters.lora.qa_data import QARecord, TitleSplit, load_squad
+    from setpoint.adapters.lora.training import (
         RECORD_FILE,
         TrainingGroup,
         TuningConfig,
@@ -56,6 +54,7 @@ def train_core_adapter(
         save_adapter,
         train_lora,
     )
+    from setpoint.adapters.model.generator import Generator
 
     config = TuningConfig(
         task="qa",
@@ -74,9 +73,7 @@ def train_core_adapter(
             print(f"core adapter: reusing {out}")
             return dict(record)
     dataset = load_squad(squad_dir)
-    records = [
-        QARecord(q.id, q.question, tuple(q.answers), q.passage_id) for q in core
-    ]
+    records = [QARecord(q.id, q.question, tuple(q.answers), q.passage_id) for q in core]
     groups = [
         TrainingGroup((), tuple(records[i : i + config.group_size]))
         for i in range(0, len(records), config.group_size)
@@ -105,7 +102,7 @@ def train_core_adapter(
         eval=tuple(sorted(fringe_titles)),
         seed=args.seed,
         eval_fraction=1.0 - args.core_fraction,
-        rule="core/fringe title split of benchmarks/controller.py (setpoint.evaluation.split_titles)",
+        rule="core/fringe title split of benchmarks/controller.py (setpoint.jobs.evaluation.split_titles)",
     )
     save_adapter(model, out, config=config, record=record, split=split)
     return record
@@ -114,7 +111,9 @@ def train_core_adapter(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--squad-dir", type=Path, default=ROOT.parent / "shared" / "data" / "squad")
-    parser.add_argument("--calibrate", type=int, default=80, help="questions at the head of the stream")
+    parser.add_argument(
+        "--calibrate", type=int, default=80, help="questions at the head of the stream"
+    )
     parser.add_argument("--eval", type=int, default=160, help="questions after them, scored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--core-fraction", type=float, default=0.5)
@@ -122,18 +121,28 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=12, help="core adapter epochs")
     parser.add_argument("--lr", type=float, default=1e-3, help="core adapter learning rate")
+    parser.add_argument("--strategies", default="never,always,flare,entropy,probe,grader,oracle")
     parser.add_argument(
-        "--strategies", default="never,always,flare,entropy,probe,grader,oracle"
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "controller.json"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "controller.json")
-    parser.add_argument("--work", type=Path, help="calibration and eval folder (default: <cache>/eval-controller)")
-    parser.add_argument("--no-plots-in-docs", action="store_true", help="leave the plots in the work folder")
+    parser.add_argument(
+        "--work", type=Path, help="calibration and eval folder (default: <cache>/eval-controller)"
+    )
+    parser.add_argument(
+        "--no-plots-in-docs", action="store_true", help="leave the plots in the work folder"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     from setpoint.api import Setpoint, calibrated_context
-    from setpoint.calibration import calibrate
-    from setpoint.evaluation import build_stream, evaluate, load_squad, print_table, split_titles
+    from setpoint.jobs.calibration import calibrate
+    from setpoint.jobs.evaluation import (
+        build_stream,
+        evaluate,
+        load_squad,
+        print_table,
+        split_titles,
+    )
     from setpoint.settings import Settings
 
     settings = Settings.from_env().replace(collection="SetpointEval")
@@ -142,11 +151,20 @@ def main() -> None:
 
         torch.set_num_threads(settings.threads)
     started = time.perf_counter()
-    results: dict[str, Any] = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     passages, questions = load_squad(args.squad_dir)
-    core_titles, fringe_titles = split_titles({p["title"] for p in passages}, args.core_fraction, args.seed)
+    core_titles, fringe_titles = split_titles(
+        {p["title"] for p in passages}, args.core_fraction, args.seed
+    )
     stream = build_stream(
-        questions, passages, core_titles=core_titles, limit=args.calibrate + args.eval, seed=args.seed
+        questions,
+        passages,
+        core_titles=core_titles,
+        limit=args.calibrate + args.eval,
+        seed=args.seed,
     )
     head = stream[: args.calibrate]
     core = [q for q in stream if q.part == "core"]
@@ -185,7 +203,9 @@ def main() -> None:
         for q, row in zip(head, features, strict=True):
             by_part.setdefault(q.part, []).append(row["f1"])
         results["closed_book_f1_head"] = {k: sum(v) / len(v) for k, v in by_part.items()}
-        print(f"closed-book F1 with the core adapter (calibration questions): {results['closed_book_f1_head']}")
+        print(
+            f"closed-book F1 with the core adapter (calibration questions): {results['closed_book_f1_head']}"
+        )
         ctx = sp.context(**calibrated_context(work / "calibration" / "calibration.json"))
         strategies = [s for s in args.strategies.split(",") if s]
         summary = evaluate(

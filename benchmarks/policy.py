@@ -226,7 +226,7 @@ def bench_grounding(
     n: int,
     threshold: float,
 ) -> dict[str, Any]:
-    from setpoint.tools.grounding import support_score
+    from setpoint.tools.support import support_score
 
     rng = random.Random(3)
     by_title: dict[str, list[str]] = defaultdict(list)
@@ -291,11 +291,11 @@ def bench_reader(
     Records whether the answer is right, its lexical support, and whether the thermostat
     (default Context) would have fired again after the retrieval budget.
     """
-    from setpoint.adapters.generator import Generator, Passage
+    from setpoint.adapters.model.generator import Generator, Passage
     from setpoint.agents.thermostat import Thermostat
     from setpoint.graphs.context import Context
     from setpoint.settings import Settings
-    from setpoint.tools.grounding import support_score
+    from setpoint.tools.support import support_score
 
     settings = Settings.from_env()
     generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
@@ -374,7 +374,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from setpoint.adapters.embedder import Embedder
+    from setpoint.adapters.model.embedder import Embedder
     from setpoint.settings import Settings
     from setpoint.tools.policy import load_policy
 

@@ -51,7 +51,7 @@ PROBE_SIGNALS = ("probe",)
 
 def _signals(tokens: Sequence[Any], disagreement: float | None = None) -> dict[str, float]:
     """Candidate uncertainty signals of one answer (higher = less sure)."""
-    from setpoint.adapters.grounding import reader_uncertainty, sampled_uncertainty
+    from setpoint.adapters.model.quoting import reader_uncertainty, sampled_uncertainty
 
     if not tokens:
         out = dict.fromkeys(SIGNALS, math.inf)
@@ -121,8 +121,8 @@ def retrieve_top3(
         cached = json.loads(cache_file.read_text(encoding="utf-8"))
         if all(q.id in cached["hits"] for q in questions):
             return dict(cached["hits"])
-    from setpoint.adapters.corpus import PassageRecord
-    from setpoint.adapters.store import WeaviateStore
+    from setpoint.adapters.weaviate.corpus import PassageRecord
+    from setpoint.adapters.weaviate.store import WeaviateStore
     from setpoint.settings import Settings
 
     settings = Settings.from_env().replace(
@@ -148,7 +148,7 @@ def retrieve_top3(
 
 # ------------------------------------------------------------------ main
 def main() -> None:
-    from setpoint.adapters.qa_data import default_squad_dir
+    from setpoint.adapters.lora.qa_data import default_squad_dir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -188,13 +188,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from setpoint.adapters.generator import Generator, Passage
-    from setpoint.adapters.grounding import TokenTable, answer_question
-    from setpoint.adapters.qa_data import TitleSplit, load_squad, sample_questions
-    from setpoint.adapters.reader_adapter import shipped_reader_dir, training_record
-    from setpoint.adapters.reader_probe import load_reader_probe
-    from setpoint.adapters.tuning import SPLIT_FILE
-    from setpoint.metrics import auroc, best_exact_match, best_f1
+    from setpoint.adapters.domain.metrics import auroc, best_exact_match, best_f1
+    from setpoint.adapters.domain.reader_probe import load_reader_probe
+    from setpoint.adapters.lora.qa_data import TitleSplit, load_squad, sample_questions
+    from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
+    from setpoint.adapters.lora.training import SPLIT_FILE
+    from setpoint.adapters.model.generator import Generator, Passage
+    from setpoint.adapters.model.quoting import TokenTable, answer_question
     from setpoint.settings import Settings
 
     settings = Settings.from_env()

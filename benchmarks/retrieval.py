@@ -44,7 +44,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def load_squad(squad_dir: Path) -> tuple[list[Any], list[dict[str, Any]]]:
-    from setpoint.adapters.corpus import read_jsonl
+    from setpoint.adapters.weaviate.corpus import read_jsonl
 
     records, bad = read_jsonl(squad_dir / "passages.jsonl")
     if bad:
@@ -52,7 +52,6 @@ def load_squad(squad_dir: Path) -> tuple[list[Any], list[dict[str, Any]]]:
     with open(squad_dir / "questions.jsonl", encoding="utf-8") as fh:
         questions = [json.loads(line) for line in fh if line.strip()]
     return records, questions
-
 
 
 def quality(
@@ -117,10 +116,10 @@ def main() -> None:
 
     import numpy as np
 
-    from setpoint.adapters.embedder import Embedder
-    from setpoint.adapters.rerank import SentenceEvidenceReranker
-    from setpoint.adapters.store import WeaviateStore
-    from setpoint.adapters.weaviate_server import WeaviateServer
+    from setpoint.adapters.domain.rerank import SentenceEvidenceReranker
+    from setpoint.adapters.model.embedder import Embedder
+    from setpoint.adapters.weaviate.server import WeaviateServer
+    from setpoint.adapters.weaviate.store import WeaviateStore
     from setpoint.settings import Settings
 
     settings = Settings.from_env()
@@ -247,8 +246,8 @@ def scale_run(
     import numpy as np
     from langchain_core.embeddings import Embeddings
 
-    from setpoint.adapters.corpus import PassageRecord
-    from setpoint.adapters.store import WeaviateStore
+    from setpoint.adapters.weaviate.corpus import PassageRecord
+    from setpoint.adapters.weaviate.store import WeaviateStore
 
     # The stored vectors of the real passages, read back once (one chunk per passage is
     # enough: copies only need a realistic neighbourhood, not the exact chunking).
@@ -295,7 +294,7 @@ def scale_run(
         ):
             rerank = "rerank" in label
             if rerank:
-                from setpoint.adapters.rerank import SentenceEvidenceReranker
+                from setpoint.adapters.domain.rerank import SentenceEvidenceReranker
 
                 scaled.reranker = SentenceEvidenceReranker()
             samples = [

@@ -29,16 +29,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from setpoint.adapters.corpus import PassageRecord
-from setpoint.adapters.generator import Generator
-from setpoint.adapters.qa_data import QADataset, QARecord, default_squad_dir, load_squad
-from setpoint.adapters.tuning import TuningConfig, evaluate_reader, train_knowledge
+from setpoint.adapters.lora.qa_data import QADataset, QARecord, default_squad_dir, load_squad
+from setpoint.adapters.lora.training import TuningConfig, evaluate_reader, train_knowledge
+from setpoint.adapters.model.generator import Generator
+from setpoint.adapters.weaviate.corpus import PassageRecord
 from setpoint.settings import Settings
 
 RESULTS = Path(__file__).parent / "results" / "tuning.json"
 
 
-def f1_closed_book(generator: Generator, dataset: QADataset, pairs: Sequence[QARecord], adapter: Path | None) -> float:
+def f1_closed_book(
+    generator: Generator, dataset: QADataset, pairs: Sequence[QARecord], adapter: Path | None
+) -> float:
     generator.set_adapter(None)
     if adapter is not None:
         # A fresh name per call: the same folder is re-trained between measurements.
@@ -53,7 +55,9 @@ def fresh_generator(settings: Settings) -> Generator:
     return Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
 
 
-def zipf_stream(pairs: Sequence[QARecord], length: int, seed: int, s: float = 1.1) -> list[QARecord]:
+def zipf_stream(
+    pairs: Sequence[QARecord], length: int, seed: int, s: float = 1.1
+) -> list[QARecord]:
     rng = random.Random(seed)
     weights = [1 / (rank + 1) ** s for rank in range(len(pairs))]
     return rng.choices(list(pairs), weights=weights, k=length)
@@ -64,7 +68,7 @@ def run_stream(
 ) -> list[dict[str, Any]]:
     """Run the stream; each row carries its cited passages (the graph's output names them by
     id in ``citations``; their texts come from ``texts``, the corpus that was indexed)."""
-    from setpoint.metrics import best_f1
+    from setpoint.adapters.domain.metrics import best_f1
 
     rows = []
     for q in stream:
@@ -110,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--replay", type=float, default=0.5, help="replay fraction of the update")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--stream-questions", type=int, default=30, help="distinct questions of the stream")
+    parser.add_argument(
+        "--stream-questions", type=int, default=30, help="distinct questions of the stream"
+    )
     parser.add_argument("--stream-length", type=int, default=60)
     parser.add_argument("--parts", default="a,b,c,d", help="which measurements to run")
     parser.add_argument("--edits", type=int, default=10, help="counterfactual edits of part c")
@@ -129,7 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="setpoint-bench-tuning-"))
     results: dict[str, Any] = {
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "threads": settings.threads},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "threads": settings.threads,
+        },
         "config": {**config.to_dict(), "core": len(core), "new": len(new), "replay": args.replay},
         "commands": " ".join(["python", *sys.argv]),
     }
@@ -172,13 +182,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             }  # fmt: skip
             row = forgetting[str(fraction)]
             table.append(
-                (f"(b) update +{len(new)} pairs, replay {fraction:g}", f"F1 old {row['f1_old']:.3f}, new {row['f1_new']:.3f}")
+                (
+                    f"(b) update +{len(new)} pairs, replay {fraction:g}",
+                    f"F1 old {row['f1_old']:.3f}, new {row['f1_new']:.3f}",
+                )
             )
             print(table[-1], flush=True)
-        results["b_forgetting"] = {"f1_new_before_update": f1_closed_book(evaluator, dataset, new, work / "core"), **forgetting}
+        results["b_forgetting"] = {
+            "f1_new_before_update": f1_closed_book(evaluator, dataset, new, work / "core"),
+            **forgetting,
+        }
 
     if parts & {"c", "d"}:
-        from setpoint.adapters.store import WeaviateStore
+        from setpoint.adapters.weaviate.store import WeaviateStore
         from setpoint.agents.resources import Resources
         from setpoint.graphs.context import Context
         from setpoint.graphs.graph import build_graph
@@ -190,10 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.connect()
         try:
             if "c" in parts:
-                res = Resources(settings=settings, _generator=fresh_generator(settings), _store=store)
+                res = Resources(
+                    settings=settings, _generator=fresh_generator(settings), _store=store
+                )
                 graph = build_graph(res)
                 ctx = Context(adapter=str(work / "core"), max_new_tokens=16)
-                from setpoint.metrics import best_f1
+                from setpoint.adapters.domain.metrics import best_f1
 
                 # Up to --edits tuned pairs that the adapter answers from its weights: each
                 # one's passage is indexed, then its answer is replaced by a counterfactual and
@@ -218,9 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if q.target not in p.text:
                         continue
                     edited = p.text.replace(q.target, "Zanzibar")
-                    store.ingest([PassageRecord(p.id, p.title, edited)], source="bench", progress=False)
+                    store.ingest(
+                        [PassageRecord(p.id, p.title, edited)], source="bench", progress=False
+                    )
                     after_edit = graph.invoke({"question": q.question}, context=ctx)
-                    store.ingest([PassageRecord(p.id, p.title, p.text)], source="bench", progress=False)
+                    store.ingest(
+                        [PassageRecord(p.id, p.title, p.text)], source="bench", progress=False
+                    )
                     answer = str(after_edit.get("answer", ""))
                     trials.append(
                         {
@@ -245,11 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }  # fmt: skip
                 if n:
                     table.append(
-                        ("(c) edited passages", f"{routed}/{n} routed to retrieval, {follows}/{n} answers follow the edit, {repeats}/{n} repeat the old fact")
+                        (
+                            "(c) edited passages",
+                            f"{routed}/{n} routed to retrieval, {follows}/{n} answers follow the edit, {repeats}/{n} repeat the old fact",
+                        )
                     )
                     print(table[-1], flush=True)
             if "d" in parts:
-                from setpoint.distill import Observation, select_pairs
+                from setpoint.jobs.distill import Observation, select_pairs
 
                 passages = {q.passage_id for q in stream_pool}
                 store.ingest(
@@ -259,13 +284,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stream = zipf_stream(stream_pool, args.stream_length, args.seed)
                 counts = Counter(q.id for q in stream)
                 repeated = {i for i, n in counts.items() if n >= 2}
-                res = Resources(settings=settings, _generator=fresh_generator(settings), _store=store)
+                res = Resources(
+                    settings=settings, _generator=fresh_generator(settings), _store=store
+                )
                 graph = build_graph(res)
                 started = time.perf_counter()
                 # Same controller before and after: the thermostat shape `setpoint calibrate` chose
                 # for a tuned adapter (BENCHMARKS.md, "The controller"): a tuned adapter answers in
                 # 2-5 tokens, too short for the default 1 warm-up token + 2 steps to ever fire.
-                shape = {"setpoint": 1.6, "warmup_steps": 0, "consecutive_steps": 1, "max_new_tokens": 16}
+                shape = {
+                    "setpoint": 1.6,
+                    "warmup_steps": 0,
+                    "consecutive_steps": 1,
+                    "max_new_tokens": 16,
+                }
                 before_rows = run_stream(graph, stream, Context(**shape), dataset.passages)
                 before_s = time.perf_counter() - started
                 found = [
@@ -279,21 +311,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for r in before_rows[:3]:
                         print(json.dumps({k: r[k] for k in ("question", "answer", "route", "status")}),
                               [(p["id"], p["text"][:80]) for p in r["passages"]])  # fmt: skip
-                    raise SystemExit(f"distill selected no pair from the stream; routes: {dict(routes)}")
+                    raise SystemExit(
+                        f"distill selected no pair from the stream; routes: {dict(routes)}"
+                    )
                 qa = [QARecord(p.id, p.question, (p.answer,), p.passage_id) for p in pairs]
                 distilled = train_knowledge(
                     fresh_generator(settings), qa, dataset.passages, config, work / "distilled",
                     kind="distill", indexed=True, progress=False,
                 )  # fmt: skip
-                res2 = Resources(settings=settings, _generator=fresh_generator(settings), _store=store)
+                res2 = Resources(
+                    settings=settings, _generator=fresh_generator(settings), _store=store
+                )
                 graph2 = build_graph(res2)
                 started = time.perf_counter()
                 after_rows = run_stream(
-                    graph2, stream, Context(adapter=str(work / "distilled"), **shape), dataset.passages
+                    graph2,
+                    stream,
+                    Context(adapter=str(work / "distilled"), **shape),
+                    dataset.passages,
                 )
                 after_s = time.perf_counter() - started
                 b, a = summarise(before_rows, repeated), summarise(after_rows, repeated)
-                rb, ra = b["repeated"]["retrieval_calls_per_question"], a["repeated"]["retrieval_calls_per_question"]
+                rb, ra = (
+                    b["repeated"]["retrieval_calls_per_question"],
+                    a["repeated"]["retrieval_calls_per_question"],
+                )
                 results["d_distillation"] = {
                     "stream_length": len(stream), "distinct": len(counts), "repeated_distinct": len(repeated),
                     "pairs_distilled": len(pairs), "distill_seconds": round(distilled.report.seconds, 1),

@@ -60,7 +60,9 @@ def calibrated_context(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read calibration file {path}: {exc}; run `setpoint calibrate`") from None
+        raise ConfigError(
+            f"cannot read calibration file {path}: {exc}; run `setpoint calibrate`"
+        ) from None
     fields: dict[str, Any] = {}
     if record.get("adapter"):
         fields["adapter"] = record["adapter"]
@@ -217,14 +219,10 @@ class Setpoint:
             snapshot = self.graph.get_state({"configurable": {"thread_id": thread}})
             if snapshot.interrupts:
                 payload = snapshot.interrupts[0].value
-                pending.append(
-                    {"thread_id": thread, "created_at": snapshot.created_at, **payload}
-                )
+                pending.append({"thread_id": thread, "created_at": snapshot.created_at, **payload})
         return pending
 
-    def resume(
-        self, thread_id: str, decision: Any, *, context: Context | None = None
-    ) -> AskResult:
+    def resume(self, thread_id: str, decision: Any, *, context: Context | None = None) -> AskResult:
         """Finish a paused run with a reviewer's decision (see ``parse_review`` for its forms).
 
         Raises:
@@ -261,9 +259,9 @@ class Setpoint:
 
         Re-ingesting writes only what changed; ``sync`` (folders) also deletes passages
         whose file or line is gone. ``chunking`` is a ``ChunkPolicy`` (default: 180 words,
-        30 overlap). See :func:`setpoint.adapters.ingestion.ingest_path`.
+        30 overlap). See :func:`setpoint.adapters.weaviate.ingestion.ingest_path`.
         """
-        from setpoint.adapters.ingestion import ingest_path
+        from setpoint.adapters.weaviate.ingestion import ingest_path
 
         return ingest_path(
             self.resources.store(),
@@ -276,7 +274,7 @@ class Setpoint:
 
     def delete_passages(self, passage_ids: list[str], *, source: str | None = None) -> Any:
         """Delete passages by id (in ``source`` only, if given); returns an ``IngestReport``."""
-        from setpoint.adapters.ingestion import IngestReport
+        from setpoint.adapters.weaviate.ingestion import IngestReport
 
         started = time.perf_counter()
         report = IngestReport(source=source or "")

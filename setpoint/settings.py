@@ -134,7 +134,9 @@ class Settings:
             weaviate_url=_env("WEAVIATE_URL"),
             weaviate_grpc_port=grpc or None,
             weaviate_api_key=_env("WEAVIATE_API_KEY"),
-            weaviate_auth=None if _env("WEAVIATE_AUTH") is None else _env_bool("WEAVIATE_AUTH", True),
+            weaviate_auth=None
+            if _env("WEAVIATE_AUTH") is None
+            else _env_bool("WEAVIATE_AUTH", True),
             weaviate_binary_override=path("WEAVIATE_BINARY"),
             weaviate_data_override=path("WEAVIATE_DATA"),
             weaviate_timeout_s=_env_float("WEAVIATE_TIMEOUT", 10.0),

@@ -140,9 +140,7 @@ def configure_tracing(
 
     # Synchronous export: a CLI run is short and must not lose its spans at exit.
     if jsonl_path is not None:
-        provider.add_span_processor(
-            SimpleSpanProcessor(wrapped(JsonLinesSpanExporter(jsonl_path)))
-        )
+        provider.add_span_processor(SimpleSpanProcessor(wrapped(JsonLinesSpanExporter(jsonl_path))))
     if console:
         provider.add_span_processor(SimpleSpanProcessor(wrapped(ConsoleSpanExporter())))
     for exporter in exporters:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from setpoint.adapters.knowledge import AdapterCard, matching_question, stale_ids
+from setpoint.adapters.lora.knowledge import AdapterCard, matching_question, stale_ids
 from setpoint.tools.search import changed_passages, search_passages
 
 __all__ = ["StaleKnowledge", "StaleVerdict"]
@@ -59,7 +59,7 @@ class StaleKnowledge:
         Raises:
             RetrievalError: the store could not be read (nothing is cached then).
         """
-        from setpoint.adapters.store import index_generation
+        from setpoint.adapters.weaviate.store import index_generation
 
         if not card.passages:
             return frozenset()

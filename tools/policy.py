@@ -40,9 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import yaml
 
 from setpoint.errors import ConfigError
-from setpoint.tools.grounding import GroundingMethod, support_score
 from setpoint.tools.injection import InjectionDetector
 from setpoint.tools.pii import PII_KINDS, redact_pii
+from setpoint.tools.support import GroundingMethod, support_score
 from setpoint.tools.topics import Topic, TopicMatcher
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class PiiRule:
 
 @dataclass(frozen=True)
 class GroundingRule:
-    """An answer built on passages must reach ``threshold`` support (``setpoint.tools.grounding``)."""
+    """An answer built on passages must reach ``threshold`` support (``setpoint.tools.support``)."""
 
     method: GroundingMethod = "lexical"
     threshold: float = 0.35

@@ -14,7 +14,7 @@ from setpoint.errors import InputError
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
-    from setpoint.adapters.store import PassageVersion, SearchHit
+    from setpoint.adapters.weaviate.store import PassageVersion, SearchHit
 
 __all__ = [
     "TOOL_NAME",
@@ -100,7 +100,7 @@ def changed_passages(
     """Which of ``passage_ids`` changed (new edition, or deleted: None) after ``since``.
 
     What a LoRA adapter learned from a passage before ``since`` is superseded for each id
-    in the result. See :meth:`setpoint.adapters.store.WeaviateStore.changed_since`.
+    in the result. See :meth:`setpoint.adapters.weaviate.store.WeaviateStore.changed_since`.
 
     Raises:
         InputError: the store keeps no passage versions.

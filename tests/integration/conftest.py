@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from langchain_core.embeddings import Embeddings
 
-from setpoint.adapters.corpus import PassageRecord, read_jsonl
-from setpoint.adapters.embedder import Embedder
-from setpoint.adapters.store import WeaviateStore
+from setpoint.adapters.model.embedder import Embedder
+from setpoint.adapters.weaviate.corpus import PassageRecord, read_jsonl
+from setpoint.adapters.weaviate.store import WeaviateStore
 from setpoint.settings import Settings
 
 

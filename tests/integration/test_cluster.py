@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from langchain_core.embeddings import Embeddings
 
-from setpoint.adapters.chunking import ChunkPolicy
-from setpoint.adapters.corpus import PassageRecord, read_jsonl
-from setpoint.adapters.embedder import Embedder
-from setpoint.adapters.store import WeaviateStore
-from setpoint.adapters.weaviate_cluster import WeaviateCluster
+from setpoint.adapters.domain.chunking import ChunkPolicy
+from setpoint.adapters.model.embedder import Embedder
+from setpoint.adapters.weaviate.cluster import WeaviateCluster
+from setpoint.adapters.weaviate.corpus import PassageRecord, read_jsonl
+from setpoint.adapters.weaviate.store import WeaviateStore
 from setpoint.errors import RetrievalError
 from setpoint.settings import Settings
 

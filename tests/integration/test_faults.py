@@ -360,11 +360,11 @@ def _fill_to(mount: Path, fraction: float) -> Path:
 def test_ingest_into_nearly_full_disk_fails_clearly_and_stays_consistent(
     small_disk: Path, squad_dir: Path, hash_embedder: Embeddings
 ) -> None:
-    from setpoint.adapters.chunking import chunk_text
-    from setpoint.adapters.corpus import read_jsonl
-    from setpoint.adapters.ingestion import UnfinishedWrites
-    from setpoint.adapters.store import WeaviateStore
-    from setpoint.adapters.weaviate_server import WeaviateServer
+    from setpoint.adapters.domain.chunking import chunk_text
+    from setpoint.adapters.weaviate.corpus import read_jsonl
+    from setpoint.adapters.weaviate.ingestion import UnfinishedWrites
+    from setpoint.adapters.weaviate.server import WeaviateServer
+    from setpoint.adapters.weaviate.store import WeaviateStore
     from setpoint.errors import IngestError
 
     records, _ = read_jsonl(squad_dir / "passages.jsonl")
@@ -446,7 +446,7 @@ _HOLDER = textwrap.dedent(
 def test_sigkilled_setpoint_leaves_no_orphan_and_a_stale_server_is_cleaned(
     fault_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from setpoint.adapters.weaviate_server import PID_FILE, WeaviateServer
+    from setpoint.adapters.weaviate.server import PID_FILE, WeaviateServer
 
     data = tmp_path / "weaviate"
     env = {**fault_env, "SETPOINT_WEAVIATE_DATA": str(data)}
@@ -505,8 +505,8 @@ def test_server_deployment_weaviate_requires_the_key_and_never_logs_it(
     import urllib.error
     import urllib.request
 
-    from setpoint.adapters.store import WeaviateStore
-    from setpoint.adapters.weaviate_server import LOG_FILE, PID_FILE
+    from setpoint.adapters.weaviate.server import LOG_FILE, PID_FILE
+    from setpoint.adapters.weaviate.store import WeaviateStore
 
     base = Settings.from_env().replace(
         weaviate_url=None,

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from langchain_core.embeddings import Embeddings
 
-from setpoint.adapters.chunking import ChunkPolicy, chunk_text
-from setpoint.adapters.corpus import PassageRecord
-from setpoint.adapters.embedder import Embedder
-from setpoint.adapters.ingestion import ingest_path
-from setpoint.adapters.store import WeaviateStore
+from setpoint.adapters.domain.chunking import ChunkPolicy, chunk_text
+from setpoint.adapters.model.embedder import Embedder
+from setpoint.adapters.weaviate.corpus import PassageRecord
+from setpoint.adapters.weaviate.ingestion import ingest_path
+from setpoint.adapters.weaviate.store import WeaviateStore
 
 pytestmark = pytest.mark.integration
 
@@ -297,9 +297,9 @@ _CHILD = textwrap.dedent(
     # ignored (seen only inside the full suite), and then the ingest never hears it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     from langchain_core.embeddings import Embeddings
-    from setpoint.adapters.chunking import ChunkPolicy
-    from setpoint.adapters.corpus import PassageRecord
-    from setpoint.adapters.store import WeaviateStore
+    from setpoint.adapters.domain.chunking import ChunkPolicy
+    from setpoint.adapters.weaviate.corpus import PassageRecord
+    from setpoint.adapters.weaviate.store import WeaviateStore
 
     class HashEmbeddings(Embeddings):
         # The test's HashEmbeddings (same name, same vectors, so the same passage versions),

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from setpoint.adapters.corpus import PassageRecord
-from setpoint.adapters.generator import Generator
-from setpoint.adapters.qa_data import load_squad
-from setpoint.adapters.store import WeaviateStore
-from setpoint.adapters.tuning import TuningConfig, train_knowledge
+from setpoint.adapters.domain.metrics import best_f1
+from setpoint.adapters.lora.qa_data import load_squad
+from setpoint.adapters.lora.training import TuningConfig, train_knowledge
+from setpoint.adapters.model.generator import Generator
+from setpoint.adapters.weaviate.corpus import PassageRecord
+from setpoint.adapters.weaviate.store import WeaviateStore
 from setpoint.agents.resources import Resources
 from setpoint.graphs.context import Context
 from setpoint.graphs.graph import build_graph
-from setpoint.metrics import best_f1
 from setpoint.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -73,9 +73,7 @@ def test_tuned_pairs_are_answered_from_the_weights_until_their_passage_changes(
     again = graph.invoke({"question": pair.question}, context=ctx)
     assert again["route"] == "answer"
     edited = passage.text.replace(pair.target, "Zanzibar")
-    store.ingest(
-        [PassageRecord(passage.id, passage.title, edited)], source=SOURCE, progress=False
-    )
+    store.ingest([PassageRecord(passage.id, passage.title, edited)], source=SOURCE, progress=False)
     stale = graph.invoke({"question": pair.question}, context=ctx)
     assert stale["route"] == "retrieve" and stale["retrieval_calls"] == 1
     assert stale["reason"].startswith(f"stale adapter knowledge: passage {passage.id}")

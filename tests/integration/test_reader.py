@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from isolation import isolated_settings
 
-from setpoint.adapters.qa_data import TitleSplit, default_squad_dir, load_squad
-from setpoint.adapters.reader_adapter import adapter_fits, shipped_reader_dir, training_record
-from setpoint.adapters.tuning import SPLIT_FILE
+from setpoint.adapters.lora.qa_data import TitleSplit, default_squad_dir, load_squad
+from setpoint.adapters.lora.reader import adapter_fits, shipped_reader_dir, training_record
+from setpoint.adapters.lora.training import SPLIT_FILE
 from setpoint.api import Setpoint
 from setpoint.settings import Settings
 
@@ -110,11 +110,20 @@ def test_calibrate_reader_trains_a_probe_on_questions_the_adapter_never_saw(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`setpoint calibrate --reader` end to end on a few questions: answers, fits, writes probe.json."""
-    from setpoint.adapters.reader_probe import DEFAULT_FEATURES, load_reader_probe
+    from setpoint.adapters.domain.reader_probe import DEFAULT_FEATURES, load_reader_probe
     from setpoint.cli import main
 
     code = main(
-        ["calibrate", "--reader", "--limit", "16", "--squad-dir", str(squad_dir()), "--out", str(tmp_path)]
+        [
+            "calibrate",
+            "--reader",
+            "--limit",
+            "16",
+            "--squad-dir",
+            str(squad_dir()),
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert code == 0, capsys.readouterr().err
     probe = load_reader_probe(tmp_path)

@@ -20,10 +20,10 @@ from isolation import free_port
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import ToolMessage
 
-from setpoint.adapters.corpus import PassageRecord, read_jsonl
-from setpoint.adapters.embedder import Embedder
-from setpoint.adapters.store import IngestReport, SearchHit, WeaviateStore
-from setpoint.adapters.weaviate_server import PID_FILE, WeaviateServer
+from setpoint.adapters.model.embedder import Embedder
+from setpoint.adapters.weaviate.corpus import PassageRecord, read_jsonl
+from setpoint.adapters.weaviate.server import PID_FILE, WeaviateServer
+from setpoint.adapters.weaviate.store import IngestReport, SearchHit, WeaviateStore
 from setpoint.errors import RetrievalError
 from setpoint.settings import Settings
 from setpoint.tools.search import make_search_tool
@@ -353,7 +353,7 @@ def test_stale_server_is_cleaned_at_next_start(
 
     successor = WeaviateServer(binary, tmp_path)
     try:
-        with caplog.at_level(logging.WARNING, logger="setpoint.adapters.weaviate_server"):
+        with caplog.at_level(logging.WARNING, logger="setpoint.adapters.weaviate.server"):
             successor.start()
         assert successor.stale_pid_cleaned == orphan_pid
         assert "stale" in caplog.text
@@ -375,7 +375,7 @@ def test_live_owner_is_refused_and_child_dies_with_it(tmp_path: Path) -> None:
         f"""
         import sys, threading, time
         from pathlib import Path
-        from setpoint.adapters.weaviate_server import WeaviateServer
+        from setpoint.adapters.weaviate.server import WeaviateServer
         server = WeaviateServer(Path({str(binary)!r}), Path({str(tmp_path)!r}))
         # Start from a short-lived thread: the server must outlive it.
         t = threading.Thread(target=server.start)
@@ -446,7 +446,7 @@ def test_schema_timeout_is_retried_while_the_server_stalls(
         resume = threading.Timer(3.0, os.kill, (pid, signal.SIGCONT))
         resume.start()
         try:
-            with caplog.at_level(logging.WARNING, logger="setpoint.adapters.store"):
+            with caplog.at_level(logging.WARNING, logger="setpoint.adapters.weaviate.store"):
                 store.ensure_collection()
         finally:
             resume.cancel()

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from setpoint.adapters.generator import Generator
+from setpoint.adapters.model.generator import Generator
 from setpoint.agents.resources import Resources
 from setpoint.settings import Settings
 from setpoint.tracing import configure_tracing
@@ -135,7 +135,7 @@ class KeywordStore:
     searches: int = 0
 
     def hybrid_search(self, query: str, *, k: int = 3, alpha: float = 0.5) -> list[Any]:
-        from setpoint.adapters.store import SearchHit
+        from setpoint.adapters.weaviate.store import SearchHit
         from setpoint.errors import RetrievalError
 
         if not self.up:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from setpoint.api import calibrated_context
-from setpoint.calibration import _entropy_setpoint, thermostat_fires
-from setpoint.evaluation import build_stream, strategy_context
 from setpoint.graphs.context import Context
+from setpoint.jobs.calibration import _entropy_setpoint, thermostat_fires
+from setpoint.jobs.evaluation import build_stream, strategy_context
 
 
 def _rows(traces: list[tuple[list[float], float]]) -> list[dict[str, object]]:
@@ -20,7 +20,9 @@ def _rows(traces: list[tuple[list[float], float]]) -> list[dict[str, object]]:
 
 def test_thermostat_fires_only_past_warmup_and_hold() -> None:
     ctx = Context(setpoint=1.0, ema_alpha=1.0, consecutive_steps=2, warmup_steps=1)
-    assert not thermostat_fires(ctx, [5.0, 5.0])  # the warm-up token is ignored, one step is not two
+    assert not thermostat_fires(
+        ctx, [5.0, 5.0]
+    )  # the warm-up token is ignored, one step is not two
     assert thermostat_fires(ctx, [0.1, 5.0, 5.0])
     assert not thermostat_fires(ctx, [0.1, 0.5, 0.9, 0.2])
 
@@ -90,5 +92,9 @@ def test_calibration_file_sets_adapter_thermostat_and_probe(tmp_path: Path) -> N
     ctx = Context(**fields)
     # The entropy strategy is the thermostat alone; the probe strategy keeps the probe.
     entropy = strategy_context(ctx, "entropy", "/p.json")
-    assert entropy.probe_path is None and entropy.probe_setpoint == math.inf and entropy.setpoint == 0.7
+    assert (
+        entropy.probe_path is None
+        and entropy.probe_setpoint == math.inf
+        and entropy.setpoint == 0.7
+    )
     assert strategy_context(ctx, "probe", "/p.json").probe_path == "/p.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from setpoint.adapters.chat_model import SetpointChatModel
-from setpoint.adapters.generator import Generator
+from setpoint.adapters.model.chat_model import SetpointChatModel
+from setpoint.adapters.model.generator import Generator
 
 
 def test_invoke_and_stream_agree_with_usage(tiny_generator: Generator) -> None:
@@ -16,16 +16,23 @@ def test_invoke_and_stream_agree_with_usage(tiny_generator: Generator) -> None:
     streamed = "".join(c.text for c in chunks).strip()
     assert streamed == whole.text
     assert whole.usage_metadata is not None
-    assert whole.usage_metadata["input_tokens"] == len(tiny_generator.chat_ids(
-        [{"role": "system", "content": "you are precise"}, {"role": "user", "content": "who won the super bowl ?"}]
-    ))
+    assert whole.usage_metadata["input_tokens"] == len(
+        tiny_generator.chat_ids(
+            [
+                {"role": "system", "content": "you are precise"},
+                {"role": "user", "content": "who won the super bowl ?"},
+            ]
+        )
+    )
     assert whole.usage_metadata["output_tokens"] == len(whole.response_metadata["token_entropy"])
     token_chunks = [c for c in chunks if c.text]
     assert all(len(c.response_metadata["token_entropy"]) == 1 for c in token_chunks)
     merged = chunks[0]
     for c in chunks[1:]:
         merged = merged + c
-    assert merged.usage_metadata is not None and merged.usage_metadata["output_tokens"] == len(token_chunks)
+    assert merged.usage_metadata is not None and merged.usage_metadata["output_tokens"] == len(
+        token_chunks
+    )
     assert merged.response_metadata["token_entropy"] == whole.response_metadata["token_entropy"]
 
 

@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from setpoint.adapters.chunking import ChunkPolicy, chunk_text, split_sentences
-from setpoint.adapters.corpus import find_passage_files, read_markdown, read_passages, read_text
+from setpoint.adapters.domain.chunking import ChunkPolicy, chunk_text, split_sentences
+from setpoint.adapters.weaviate.corpus import (
+    find_passage_files,
+    read_markdown,
+    read_passages,
+    read_text,
+)
 from setpoint.errors import ConfigError, IngestError
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from setpoint.adapters.generator import Generator, Passage
-from setpoint.adapters.signals import token_entropy, top2_margin
+from setpoint.adapters.domain.signals import token_entropy, top2_margin
+from setpoint.adapters.model.generator import Generator, Passage
 from setpoint.errors import ConfigError, ModelError
 
 

@@ -40,7 +40,13 @@ def test_setpoint_infinity_answers_from_weights(resources: Resources) -> None:
 
 def test_setpoint_zero_retrieves_mid_answer(resources: Resources) -> None:
     # the reader pass is as unsure as the first one (tiny random model): answer anyway
-    out = run(resources, "who won the super bowl ?", setpoint=0.0, consecutive_steps=1, escalate_after_budget=False)
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        setpoint=0.0,
+        consecutive_steps=1,
+        escalate_after_budget=False,
+    )
     assert out["route"] == "retrieve" and out["status"] == "answered"
     assert out["retrieval_calls"] == 1
     ids = [c["id"] for c in out["citations"]]
@@ -142,7 +148,13 @@ def test_weaviate_down_retrieve_route_is_an_error(resources: Resources) -> None:
 
 def test_weaviate_down_mid_answer_finishes_from_weights(resources: Resources) -> None:
     resources.store().up = False
-    out = run(resources, "who won the super bowl ?", setpoint=0.0, consecutive_steps=1, escalate_after_budget=False)
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        setpoint=0.0,
+        consecutive_steps=1,
+        escalate_after_budget=False,
+    )
     assert out["status"] == "answered" and out["retrieval_unavailable"] is True
     assert out["citations"] == []
 

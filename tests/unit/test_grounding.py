@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from setpoint.adapters.generator import Generator, Passage
-from setpoint.adapters.grounding import (
+from setpoint.adapters.model.generator import Generator, Passage
+from setpoint.adapters.model.quoting import (
     ReaderAnswer,
     SpanConstraint,
     TokenTable,

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from setpoint.adapters.corpus import (
+from setpoint.adapters.weaviate.corpus import (
     PassageRecord,
     find_passage_files,
     read_jsonl,

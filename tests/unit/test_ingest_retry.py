@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from setpoint.adapters.ingestion import UnfinishedWrites, _is_transient
+from setpoint.adapters.weaviate.ingestion import UnfinishedWrites, _is_transient
 from setpoint.errors import IngestError
 
 
@@ -66,7 +66,7 @@ def test_unfinished_writes_are_kept_per_collection(
 ) -> None:
     from langchain_core.embeddings import FakeEmbeddings
 
-    from setpoint.adapters.store import WeaviateStore
+    from setpoint.adapters.weaviate.store import WeaviateStore
 
     monkeypatch.setenv("SETPOINT_CACHE_DIR", str(tmp_path))
     embedder = FakeEmbeddings(size=4)

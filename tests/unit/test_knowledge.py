@@ -14,8 +14,7 @@ import torch
 from conftest import PASSAGES, KeywordStore, make_tiny_generator, unit_policy
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from setpoint.adapters.generator import Passage
-from setpoint.adapters.knowledge import (
+from setpoint.adapters.lora.knowledge import (
     AdapterCard,
     LearnedPassage,
     learned_section,
@@ -24,13 +23,14 @@ from setpoint.adapters.knowledge import (
     text_sha256,
     topic_matches,
 )
-from setpoint.adapters.qa_data import QARecord
-from setpoint.adapters.store import PassageVersion, SearchHit
-from setpoint.adapters.tuning import RECORD_FILE, TuningConfig, train_knowledge
+from setpoint.adapters.lora.qa_data import QARecord
+from setpoint.adapters.lora.training import RECORD_FILE, TuningConfig, train_knowledge
+from setpoint.adapters.model.generator import Passage
+from setpoint.adapters.weaviate.store import PassageVersion, SearchHit
 from setpoint.agents.resources import Resources
-from setpoint.distill import Observation, read_observations, select_pairs
 from setpoint.graphs.context import Context
 from setpoint.graphs.graph import build_graph
+from setpoint.jobs.distill import Observation, read_observations, select_pairs
 from setpoint.settings import Settings
 from setpoint.tracing import configure_tracing
 
@@ -75,14 +75,14 @@ class VersionedStore(KeywordStore):
         self.written = {p["id"]: 0.0 for p in self.passages}
 
     def edit(self, pid: str, text: str, at: float) -> None:
-        from setpoint.adapters.store import _note_index_write
+        from setpoint.adapters.weaviate.store import _note_index_write
 
         self.passages = [{**p, "text": text} if p["id"] == pid else p for p in self.passages]
         self.written[pid] = at
         _note_index_write()
 
     def remove(self, pid: str) -> None:
-        from setpoint.adapters.store import _note_index_write
+        from setpoint.adapters.weaviate.store import _note_index_write
 
         self.passages = [p for p in self.passages if p["id"] != pid]
         _note_index_write()

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from setpoint.errors import InputError
-from setpoint.evaluation import build_stream, load_squad, split_titles
-from setpoint.metrics import (
+from setpoint.adapters.domain.metrics import (
     auroc,
     best_exact_match,
     best_f1,
@@ -18,11 +16,18 @@ from setpoint.metrics import (
     pick_threshold,
     token_f1,
 )
+from setpoint.errors import InputError
+from setpoint.jobs.evaluation import build_stream, load_squad, split_titles
 
 
 @pytest.mark.parametrize(
     ("text", "normal"),
-    [("The Denver Broncos.", "denver broncos"), ("  a  cat, an apple ", "cat apple"), ("Theatre", "theatre"), ("24–10", "24–10")],
+    [
+        ("The Denver Broncos.", "denver broncos"),
+        ("  a  cat, an apple ", "cat apple"),
+        ("Theatre", "theatre"),
+        ("24–10", "24–10"),
+    ],
 )
 def test_normalize_like_the_official_script(text: str, normal: str) -> None:
     assert normalize_answer(text) == normal
@@ -72,10 +77,15 @@ def test_title_split_and_stream_are_seeded_and_disjoint() -> None:
     assert len(core) == 3 and core.isdisjoint(fringe) and core | fringe == set(titles)
     assert split_titles(titles, 0.3, seed=7) == (core, fringe)
     passages = [{"id": f"T{i}-0", "title": f"T{i}"} for i in range(10)]
-    questions = [{"id": f"q{i}", "question": f"q{i}? ", "answers": ["a"], "passage_id": f"T{i}-0"} for i in range(10)]
+    questions = [
+        {"id": f"q{i}", "question": f"q{i}? ", "answers": ["a"], "passage_id": f"T{i}-0"}
+        for i in range(10)
+    ]
     stream = build_stream(questions, passages, core_titles=core, limit=None, seed=1)
     assert {q.part for q in stream if q.title in core} == {"core"}
-    assert [q.id for q in stream] == [q.id for q in build_stream(questions, passages, core_titles=core, limit=None, seed=1)]
+    assert [q.id for q in stream] == [
+        q.id for q in build_stream(questions, passages, core_titles=core, limit=None, seed=1)
+    ]
     assert stream[0].question.endswith("?")
 
 
@@ -87,18 +97,25 @@ def test_eval_squad_folders_with_bad_files_fail_in_one_line(
 
     folder = tmp_path / "squad"
     folder.mkdir()
-    (folder / "passages.jsonl").write_text('{"id": "p1", "title": "T", "text": "It rained."}\n', encoding="utf-8")
+    (folder / "passages.jsonl").write_text(
+        '{"id": "p1", "title": "T", "text": "It rained."}\n', encoding="utf-8"
+    )
     (folder / "questions.jsonl").write_text(
-        '{"id": "q1", "question": "Did it rain?", "answers": ["It rained"], "passage_id": "p1"}\n', encoding="utf-8"
+        '{"id": "q1", "question": "Did it rain?", "answers": ["It rained"], "passage_id": "p1"}\n',
+        encoding="utf-8",
     )
     passages, questions = load_squad(folder)
     assert passages == [{"id": "p1", "title": "T", "text": "It rained."}]
-    assert questions == [{"id": "q1", "question": "Did it rain?", "answers": ["It rained"], "passage_id": "p1"}]
+    assert questions == [
+        {"id": "q1", "question": "Did it rain?", "answers": ["It rained"], "passage_id": "p1"}
+    ]
     with (folder / "questions.jsonl").open("a", encoding="utf-8") as f:
         f.write('{"id": "q2", "question": "Where?", "answers": ["here"], "passage_id": "p9"}\n')
     with pytest.raises(InputError, match="unknown passage 'p9'"):
         load_squad(folder)
-    (folder / "questions.jsonl").write_text('{"id": "q3", "answers": ["x"], "passage_id": "p1"}\n', encoding="utf-8")
+    (folder / "questions.jsonl").write_text(
+        '{"id": "q3", "answers": ["x"], "passage_id": "p1"}\n', encoding="utf-8"
+    )
     with pytest.raises(InputError, match=r"questions\.jsonl:1: no 'question'"):
         load_squad(folder)
     (folder / "questions.jsonl").write_text("{not json\n", encoding="utf-8")

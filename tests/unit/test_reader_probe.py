@@ -13,10 +13,8 @@ import torch
 from conftest import make_tiny_generator
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from setpoint.adapters.generator import Generator, Passage
-from setpoint.adapters.grounding import answer_question
-from setpoint.adapters.linear_probe import LinearProbe
-from setpoint.adapters.reader_probe import (
+from setpoint.adapters.domain.linear_probe import LinearProbe
+from setpoint.adapters.domain.reader_probe import (
     PROBE_FILE,
     SUPPORT,
     ReaderProbe,
@@ -26,6 +24,8 @@ from setpoint.adapters.reader_probe import (
     probe_layers,
     support_features,
 )
+from setpoint.adapters.model.generator import Generator, Passage
+from setpoint.adapters.model.quoting import answer_question
 from setpoint.agents.resources import Resources
 from setpoint.errors import ConfigError
 from setpoint.graphs.context import Context
@@ -329,7 +329,7 @@ def test_graph_gives_the_probe_the_question_and_passages_it_read(
 
 
 def test_shipped_probe_matches_the_shipped_reader() -> None:
-    from setpoint.adapters.reader_adapter import shipped_reader_dir, training_record
+    from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
 
     probe = load_reader_probe(shipped_reader_dir())
     assert probe is not None

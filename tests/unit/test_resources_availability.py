@@ -37,7 +37,9 @@ def test_availability_is_rechecked_after_the_ttl(monkeypatch: pytest.MonkeyPatch
     assert res.retrieval_available() is True  # and seen again once it is back
 
 
-def test_a_store_that_was_down_at_warm_up_is_seen_when_it_comes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_that_was_down_at_warm_up_is_seen_when_it_comes_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     clock = _Clock()
     monkeypatch.setattr(resources_module.time, "monotonic", clock)
     store = KeywordStore(list(PASSAGES), up=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from setpoint.tools.grounding import content_words, lexical_support, support_score
+from setpoint.tools.support import content_words, lexical_support, support_score
 
 PASSAGE = (
     "Super Bowl 50 was an American football game. The Denver Broncos defeated the Carolina "

@@ -13,11 +13,10 @@ from conftest import PASSAGES as STORE_PASSAGES
 from conftest import KeywordStore, make_tiny_generator
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from setpoint.adapters.generator import Generator
-from setpoint.adapters.lexical import Bm25Index
-from setpoint.adapters.qa_data import TitleSplit, load_squad, split_titles
-from setpoint.adapters.reader_adapter import AUTO, adapter_fits, resolve_reader, shipped_reader_dir
-from setpoint.adapters.tuning import (
+from setpoint.adapters.domain.lexical import Bm25Index
+from setpoint.adapters.lora.qa_data import TitleSplit, load_squad, split_titles
+from setpoint.adapters.lora.reader import AUTO, adapter_fits, resolve_reader, shipped_reader_dir
+from setpoint.adapters.lora.training import (
     RECORD_FILE,
     SPLIT_FILE,
     TrainingGroup,
@@ -30,6 +29,7 @@ from setpoint.adapters.tuning import (
     save_adapter,
     train_lora,
 )
+from setpoint.adapters.model.generator import Generator
 from setpoint.agents.resources import Resources
 from setpoint.errors import ConfigError
 from setpoint.graphs.context import Context

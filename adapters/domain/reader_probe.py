@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from setpoint.adapters.files import write_json
-from setpoint.adapters.linear_probe import LinearProbe
+from setpoint.adapters.domain.json_file import write_json
+from setpoint.adapters.domain.linear_probe import LinearProbe
 from setpoint.errors import ConfigError
 
 if TYPE_CHECKING:
-    from setpoint.adapters.generator import GeneratedToken, Generator, Passage
-    from setpoint.adapters.qa_data import QADataset, QARecord
+    from setpoint.adapters.lora.qa_data import QADataset, QARecord
+    from setpoint.adapters.model.generator import GeneratedToken, Generator, Passage
 
 __all__ = [
     "DEFAULT_FEATURES",
@@ -131,7 +131,7 @@ def support_features(question: str, passages: Sequence[Passage], answer: str) ->
     one (at most ``MAX_RANK``). An answer found nowhere has overlaps 0.
 
     Example:
-        >>> from setpoint.adapters.generator import Passage
+        >>> from setpoint.adapters.model.generator import Passage
         >>> p = Passage("p1", "Moon", "Armstrong walked on the Moon in 1969. Apollo 13 flew in 1970.")
         >>> f = support_features("When did Armstrong walk on the Moon?", [p], "1969")
         >>> round(f["question_overlap_answer_sentence"], 2), f["answer_sentence_rank"]
@@ -139,7 +139,7 @@ def support_features(question: str, passages: Sequence[Passage], answer: str) ->
         >>> support_features("When did Armstrong walk on the Moon?", [p], "1970")["answer_sentence_rank"]
         1.0
     """
-    from setpoint.adapters.chunking import split_sentences
+    from setpoint.adapters.domain.chunking import split_sentences
 
     asked = {w for w in _words(question) if w not in STOP_WORDS}
     said = _words(answer)
@@ -183,8 +183,8 @@ def feature_vector(
     ``SUPPORT`` features need the ``question``, the ``passages`` read and the ``answer`` text.
 
     Example:
-        >>> from setpoint.adapters.generator import GeneratedToken
-        >>> from setpoint.adapters.signals import StepSignals
+        >>> from setpoint.adapters.model.generator import GeneratedToken
+        >>> from setpoint.adapters.domain.signals import StepSignals
         >>> s = StepSignals(entropy=0.5, margin=0.9, lens_entropy={}, top_prob=0.95)
         >>> toks = [GeneratedToken(0, 7, "Paris", s, -0.1), GeneratedToken(1, 2, "", s, -0.05)]
         >>> [round(v, 3) for v in feature_vector(toks, ["log_total_surprisal", "log_answer_tokens"])]
@@ -318,7 +318,7 @@ def unseen_training_questions(
     """
     import random
 
-    from setpoint.adapters.tuning import TuningConfig, reader_groups
+    from setpoint.adapters.lora.training import TuningConfig, reader_groups
 
     config = TuningConfig(task="read", skip_examples=seen, distractors=0)
     rest = [q for g in reader_groups(dataset, train_titles, config, None) for q in g.items]
@@ -343,9 +343,9 @@ def collect_probe_rows(
     """
     from tqdm import tqdm
 
-    from setpoint.adapters.grounding import answer_question
-    from setpoint.adapters.lexical import Bm25Index
-    from setpoint.metrics import best_f1
+    from setpoint.adapters.domain.lexical import Bm25Index
+    from setpoint.adapters.domain.metrics import best_f1
+    from setpoint.adapters.model.quoting import answer_question
 
     _check_features(features)
     allowed = set(train_titles)
@@ -408,8 +408,8 @@ def fit_reader_probe(
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from setpoint.adapters.qa_data import split_titles
-    from setpoint.metrics import auroc
+    from setpoint.adapters.domain.metrics import auroc
+    from setpoint.adapters.lora.qa_data import split_titles
 
     _check_features(features)
     columns: list[str] = []

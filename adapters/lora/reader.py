@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from setpoint.adapters.tuning import RECORD_FILE
+from setpoint.adapters.lora.training import RECORD_FILE
 
 __all__ = ["AUTO", "adapter_fits", "resolve_reader", "shipped_reader_dir", "training_record"]
 
@@ -16,8 +16,8 @@ AUTO = "auto"
 
 
 def shipped_reader_dir() -> Path:
-    """The packaged reader adapter (``adapters/weights/reader`` in the source tree)."""
-    return Path(str(resources.files("setpoint.adapters").joinpath("weights/reader")))
+    """The packaged reader adapter (``adapters/lora/weights/reader`` in the source tree)."""
+    return Path(str(resources.files("setpoint.adapters.lora").joinpath("weights/reader")))
 
 
 def training_record(directory: Path) -> dict[str, Any]:

@@ -101,7 +101,7 @@ class Embedder(Embeddings):
         Raises:
             ModelError: no usable model directory is configured or installed.
         """
-        from setpoint.adapters.provisioning import embedder_dir
+        from setpoint.adapters.model.provisioning import embedder_dir
 
         try:
             path = embedder_dir(settings)

@@ -16,14 +16,14 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from setpoint.adapters.chunking import ChunkPolicy, chunk_text
+from setpoint.adapters.domain.chunking import ChunkPolicy, chunk_text
 from setpoint.errors import IngestError, InputError, RetrievalError
 
 if TYPE_CHECKING:
     from weaviate.collections import Collection
 
-    from setpoint.adapters.corpus import PassageRecord
-    from setpoint.adapters.store import WeaviateStore
+    from setpoint.adapters.weaviate.corpus import PassageRecord
+    from setpoint.adapters.weaviate.store import WeaviateStore
 
 __all__ = ["IngestReport", "UnfinishedWrites", "ingest_path", "passage_version", "write_passages"]
 
@@ -192,7 +192,7 @@ def _stop_between_batches() -> Iterator[Callable[[], bool]]:
 
 
 def _short(exc: BaseException | str) -> str:
-    from setpoint.adapters.store import _short as short
+    from setpoint.adapters.weaviate.store import _short as short
 
     line: str = short(exc)
     return line
@@ -276,7 +276,7 @@ class UnfinishedWrites:
                 del ledger[source]
             try:
                 if ledger:
-                    from setpoint.adapters.files import write_json
+                    from setpoint.adapters.domain.json_file import write_json
 
                     write_json(self.path, ledger)
                 else:
@@ -533,7 +533,7 @@ def _write_batch(
     from weaviate.classes.data import DataObject
     from weaviate.classes.query import Filter
 
-    from setpoint.adapters.store import chunk_uuid
+    from setpoint.adapters.weaviate.store import chunk_uuid
 
     texts = [_embedding_text(p.record.title, c) for p in planned for c in p.chunks]
     embed_started = time.perf_counter()
@@ -600,7 +600,7 @@ def _forget_unfinished(store: WeaviateStore, source: str, unfinished: dict[str, 
     that ``delete_many`` goes through, while a delete by id finds its stored row and
     removes whatever index entries it has.
     """
-    from setpoint.adapters.store import chunk_uuid
+    from setpoint.adapters.weaviate.store import chunk_uuid
 
     uuids = [
         chunk_uuid(source, pid, n) for pid, chunks in unfinished.items() for n in range(chunks)
@@ -632,7 +632,7 @@ def ingest_path(
         IngestError: unreadable path, unknown file type, or Weaviate unreachable.
         InputError: ``sync`` on a single file.
     """
-    from setpoint.adapters.corpus import find_passage_files, read_passages
+    from setpoint.adapters.weaviate.corpus import find_passage_files, read_passages
 
     path = Path(path)
     started = time.perf_counter()

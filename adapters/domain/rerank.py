@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
-from setpoint.adapters.chunking import split_sentences
+from setpoint.adapters.domain.chunking import split_sentences
 
 if TYPE_CHECKING:
-    from setpoint.adapters.store import SearchHit
+    from setpoint.adapters.weaviate.store import SearchHit
 
 __all__ = ["Reranker", "SentenceEvidenceReranker"]
 

@@ -52,7 +52,7 @@ class QARecord:
 class QADataset:
     """Passages by id, questions, and where they were read from (with content hashes)."""
 
-    passages: dict[str, Any]  # id -> setpoint.adapters.generator.Passage
+    passages: dict[str, Any]  # id -> setpoint.adapters.model.generator.Passage
     questions: list[QARecord]
     directory: Path
     fingerprint: dict[str, str] = field(default_factory=dict)
@@ -117,7 +117,7 @@ def load_squad(directory: Path, *, option: str = "--data") -> QADataset:
     Raises:
         InputError: a file is missing or malformed, or a question names an unknown passage.
     """
-    from setpoint.adapters.generator import Passage
+    from setpoint.adapters.model.generator import Passage
 
     directory = Path(directory).expanduser()
     passages_file, questions_file = directory / "passages.jsonl", directory / "questions.jsonl"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from setpoint.adapters.generator import GeneratedToken, Generator, Passage
+    from setpoint.adapters.model.generator import GeneratedToken, Generator, Passage
 
 __all__ = [
     "Quote",
@@ -84,7 +84,7 @@ def locate_quote(answer: str, passages: Sequence[Passage]) -> Quote | None:
     """The first place ``answer`` occurs in ``passages``, whitespace-insensitively; None when it does not.
 
     Example:
-        >>> from setpoint.adapters.generator import Passage
+        >>> from setpoint.adapters.model.generator import Passage
         >>> locate_quote("Denver  Broncos", [Passage("p1", "SB", "The Denver\\nBroncos won.")])
         Quote(passage_id='p1', start=4, end=18, text='Denver\\nBroncos')
     """
@@ -323,7 +323,7 @@ def answer_disagreement(answer: str, samples: Sequence[str]) -> float:
     """``1 -`` the mean token F1 of ``samples`` against ``answer`` (see ``ReaderAnswer.disagreement``)."""
     if not samples:
         raise ValueError("disagreement needs at least one sampled answer")
-    from setpoint.metrics import token_f1
+    from setpoint.adapters.domain.metrics import token_f1
 
     return 1.0 - sum(token_f1(s, answer) for s in samples) / len(samples)
 

@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from setpoint.adapters.domain.metrics import auroc, best_f1, pick_threshold
 from setpoint.errors import ConfigError
-from setpoint.evaluation import CORRECT_F1, EvalQuestion, split_titles
-from setpoint.metrics import auroc, best_f1, pick_threshold
+from setpoint.jobs.evaluation import CORRECT_F1, EvalQuestion, split_titles
 
 if TYPE_CHECKING:
     from setpoint.api import Setpoint
@@ -58,7 +58,11 @@ def collect_features(
     for q in tqdm(questions, desc="closed-book", unit="q"):
         ids = generator.prompt_ids(q.question)
         first, hidden = generator.probe_features(ids, layer)
-        tokens = [t for t in generator.stream(ids, max_new_tokens=max_new_tokens) if t.token_id not in generator.stop_ids]
+        tokens = [
+            t
+            for t in generator.stream(ids, max_new_tokens=max_new_tokens)
+            if t.token_id not in generator.stop_ids
+        ]
         answer = "".join(t.text for t in tokens).strip()
         entropies = [t.signals.entropy for t in tokens] or [first.entropy]
         fired = thermostat_fires(ctx, entropies)
@@ -109,7 +113,9 @@ def calibrate(
     train = [r for r in rows if r["title"] not in val_titles]
     val = [r for r in rows if r["title"] in val_titles]
     if not train or not val:
-        raise ConfigError("too few titles for a train/validation split; calibrate on more questions")
+        raise ConfigError(
+            "too few titles for a train/validation split; calibrate on more questions"
+        )
     x_train = np.array([r["hidden"] for r in train], dtype=np.float64)
     y_train = np.array([r["f1"] < CORRECT_F1 for r in train])
     mean = x_train.mean(axis=0)
@@ -122,7 +128,7 @@ def calibrate(
     model = LogisticRegression(C=0.05, class_weight="balanced", max_iter=2000)
     model.fit((x_train - mean) / scale, y_train)
 
-    from setpoint.adapters.linear_probe import LinearProbe
+    from setpoint.adapters.domain.linear_probe import LinearProbe
 
     generator = session.resources.generator()
     probe = LinearProbe(
@@ -183,7 +189,8 @@ def calibrate(
     }
     (out_dir / "calibration.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     (out_dir / "features.jsonl").write_text(
-        "\n".join(json.dumps({k: v for k, v in r.items() if k != "hidden"}) for r in rows) + "\n", encoding="utf-8"
+        "\n".join(json.dumps({k: v for k, v in r.items() if k != "hidden"}) for r in rows) + "\n",
+        encoding="utf-8",
     )
     return record
 
@@ -194,7 +201,9 @@ def calibrate(
 SHAPES = ((1, 2), (0, 2), (1, 1), (0, 1))
 
 
-def _entropy_setpoint(ctx: Context, rows: list[dict[str, Any]], target_rate: float) -> dict[str, Any]:
+def _entropy_setpoint(
+    ctx: Context, rows: list[dict[str, Any]], target_rate: float
+) -> dict[str, Any]:
     """The thermostat shape and setpoint that catch the most wrong answers within ``target_rate``.
 
     For each shape in ``SHAPES`` the lowest grid setpoint whose thermostat retrieves for at
@@ -210,7 +219,9 @@ def _entropy_setpoint(ctx: Context, rows: list[dict[str, Any]], target_rate: flo
             fired = [thermostat_fires(trial, r["entropies"]) for r in rows]
             rate = sum(fired) / len(rows)
             if rate <= target_rate + 1e-12:
-                caught = sum(f and w for f, w in zip(fired, wrong, strict=True)) / max(sum(wrong), 1)
+                caught = sum(f and w for f, w in zip(fired, wrong, strict=True)) / max(
+                    sum(wrong), 1
+                )
                 if best["wrong_caught"] is None or caught > best["wrong_caught"] + 1e-12:
                     best = {
                         "setpoint": value,

@@ -38,7 +38,7 @@ class Bm25Index:
     machine, which is what a reproducible training set needs.
 
     Example:
-        >>> from setpoint.adapters.generator import Passage
+        >>> from setpoint.adapters.model.generator import Passage
         >>> index = Bm25Index([Passage("p1", "Paris", "Paris is in France."), Passage("p2", "Rome", "Rome is in Italy.")])
         >>> [p.id for p in index.search("capital of Italy", k=1)]
         ['p2']

@@ -23,13 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from setpoint.adapters.qa_data import QADataset, QARecord, TitleSplit
+from setpoint.adapters.lora.qa_data import QADataset, QARecord, TitleSplit
 from setpoint.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
 
-    from setpoint.adapters.generator import Generator, Passage
+    from setpoint.adapters.model.generator import Generator, Passage
 
 __all__ = [
     "RECORD_FILE",
@@ -608,7 +608,7 @@ class StoreDistractors:
         self.store, self.titles, self.alpha = store, frozenset(titles), alpha
 
     def search(self, query: str, *, k: int = 3, exclude: Sequence[str] = ()) -> list[Any]:
-        from setpoint.adapters.generator import Passage
+        from setpoint.adapters.model.generator import Passage
 
         # Over-fetch: evaluation-title and excluded hits are dropped after the search.
         hits = self.store.hybrid_search(query, k=k + len(exclude) + 10, alpha=self.alpha)
@@ -666,10 +666,10 @@ def tune(
         ConfigError: a bad hyper-parameter or split.
         ModelError: the generator could not be loaded.
     """
-    from setpoint.adapters.generator import Generator
-    from setpoint.adapters.knowledge import learned_section
-    from setpoint.adapters.lexical import Bm25Index
-    from setpoint.adapters.qa_data import load_squad, split_titles
+    from setpoint.adapters.domain.lexical import Bm25Index
+    from setpoint.adapters.lora.knowledge import learned_section
+    from setpoint.adapters.lora.qa_data import load_squad, split_titles
+    from setpoint.adapters.model.generator import Generator
 
     started = time.time()
     # Read before training: ``out_dir`` may be the adapter being continued.
@@ -793,7 +793,7 @@ def _evaluate_tuned(
     split_seed: int,
 ) -> TuneResult:
     """Answer ``eval_questions`` evaluation-title questions with the saved adapter; record the scores."""
-    from setpoint.adapters.qa_data import sample_questions
+    from setpoint.adapters.lora.qa_data import sample_questions
 
     evaluation: dict[str, Any] = {}
     if eval_questions > 0:
@@ -830,8 +830,8 @@ def evaluate_reader(
     max_new_tokens: int = 24,
 ) -> dict[str, Any]:
     """EM and F1 of greedy answers (gold passage in the prompt unless ``closed_book``)."""
-    from setpoint.adapters.grounding import answer_question
-    from setpoint.metrics import best_exact_match, best_f1
+    from setpoint.adapters.domain.metrics import best_exact_match, best_f1
+    from setpoint.adapters.model.quoting import answer_question
 
     em = f1 = 0.0
     for q in questions:
@@ -886,7 +886,7 @@ def replay_mix(
     The old pairs come from the previous record's ``learned`` section, so an update needs
     no access to the data the adapter was first trained on.
     """
-    from setpoint.adapters.knowledge import learned_questions, replay_sample
+    from setpoint.adapters.lora.knowledge import learned_questions, replay_sample
 
     old = learned_questions(previous.get("learned") or {})
     known = {q.id for q in old}
@@ -954,7 +954,7 @@ def train_knowledge(
         >>> result.record["learned"]["titles"]  # doctest: +SKIP
         ['Super_Bowl_50']
     """
-    from setpoint.adapters.knowledge import learned_section
+    from setpoint.adapters.lora.knowledge import learned_section
 
     started = time.time()
     previous: dict[str, Any] = {}

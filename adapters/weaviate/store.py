@@ -15,8 +15,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from setpoint.adapters.chunking import ChunkPolicy
-from setpoint.adapters.ingestion import IngestReport
+from setpoint.adapters.domain.chunking import ChunkPolicy
+from setpoint.adapters.weaviate.ingestion import IngestReport
 from setpoint.errors import ConfigError, InputError, RetrievalError
 from setpoint.settings import Settings
 
@@ -31,9 +31,9 @@ if TYPE_CHECKING:
     from weaviate.collections import Collection
     from weaviate.collections.classes.filters import _Filters
 
-    from setpoint.adapters.corpus import PassageRecord
-    from setpoint.adapters.rerank import Reranker
-    from setpoint.adapters.weaviate_server import WeaviateServer
+    from setpoint.adapters.domain.rerank import Reranker
+    from setpoint.adapters.weaviate.corpus import PassageRecord
+    from setpoint.adapters.weaviate.server import WeaviateServer
 
 __all__ = [
     "SEARCH_MODES",
@@ -171,7 +171,7 @@ class WeaviateStore:
     """Passages in a Weaviate collection, searched by BM25 and embedding at once.
 
     Either ``url`` names a running Weaviate, or ``server`` is an embedded
-    :class:`~setpoint.adapters.weaviate_server.WeaviateServer` this store starts on first
+    :class:`~setpoint.adapters.weaviate.server.WeaviateServer` this store starts on first
     use and stops in ``close()``. Nothing connects until the first call that needs it.
 
     Args:
@@ -247,10 +247,10 @@ class WeaviateStore:
             ModelError: no embedder was given and none is installed.
         """
         if embedder is None:
-            from setpoint.adapters.embedder import Embedder
+            from setpoint.adapters.model.embedder import Embedder
 
             embedder = Embedder.from_settings(settings)
-        from setpoint.adapters.rerank import SentenceEvidenceReranker
+        from setpoint.adapters.domain.rerank import SentenceEvidenceReranker
 
         common: dict[str, Any] = {
             "collection": settings.collection,
@@ -272,7 +272,7 @@ class WeaviateStore:
             raise RetrievalError(
                 f"weaviate-server binary not found at {binary}; run `setpoint setup`"
             )
-        from setpoint.adapters.weaviate_server import WeaviateServer
+        from setpoint.adapters.weaviate.server import WeaviateServer
 
         if not settings.weaviate_auth:
             # Anonymous access on loopback; SETPOINT_WEAVIATE_API_KEY is for an external
@@ -608,7 +608,7 @@ class WeaviateStore:
         with self._lock, self._weaviate_errors(f"deleting collection {self.collection_name}"):
             client.collections.delete(self.collection_name)
             self._collection_ready = False
-        from setpoint.adapters.ingestion import UnfinishedWrites
+        from setpoint.adapters.weaviate.ingestion import UnfinishedWrites
 
         UnfinishedWrites.of(self).clear()  # nothing of the old collection is left to mend
         self.ensure_collection()
@@ -751,7 +751,7 @@ class WeaviateStore:
                 written before stays written.
             ModelError: the embedder failed.
         """
-        from setpoint.adapters.ingestion import write_passages
+        from setpoint.adapters.weaviate.ingestion import write_passages
 
         _note_index_write()
         try:

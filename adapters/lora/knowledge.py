@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from setpoint.adapters.qa_data import QARecord
+from setpoint.adapters.lora.qa_data import QARecord
 
 __all__ = [
     "LEARNED_FORMAT",
@@ -113,7 +113,7 @@ def learned_section(
     index (distillation), so their later absence from it is a deletion.
 
     Example:
-        >>> from setpoint.adapters.generator import Passage
+        >>> from setpoint.adapters.model.generator import Passage
         >>> q = QARecord("q1", "Who won?", ("Denver",), "p1")
         >>> s = learned_section([q], {"p1": Passage("p1", "Bowl", "Denver won.")}, at=0.0)
         >>> s["titles"], sorted(s["passages"])

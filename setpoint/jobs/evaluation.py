@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from setpoint.adapters.domain.metrics import auroc, best_exact_match, best_f1
 from setpoint.errors import ConfigError
-from setpoint.metrics import auroc, best_exact_match, best_f1
 
 if TYPE_CHECKING:
     from setpoint.api import Setpoint
@@ -87,7 +87,7 @@ def load_squad(squad_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
     Read and checked by ``qa_data.load_squad`` (a missing file, a malformed line or a question
     naming an unknown passage is a one-line ``InputError``), as plain rows.
     """
-    from setpoint.adapters.qa_data import load_squad as read_squad
+    from setpoint.adapters.lora.qa_data import load_squad as read_squad
 
     data = read_squad(squad_dir, option="--squad-dir")
     passages = [{"id": p.id, "title": p.title, "text": p.text} for p in data.passages.values()]
@@ -98,7 +98,9 @@ def load_squad(squad_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, An
     return passages, questions
 
 
-def split_titles(titles: Iterable[str], core_fraction: float, seed: int) -> tuple[set[str], set[str]]:
+def split_titles(
+    titles: Iterable[str], core_fraction: float, seed: int
+) -> tuple[set[str], set[str]]:
     """Split article titles into core and fringe sets, reproducibly.
 
     Example:
@@ -168,7 +170,9 @@ def strategy_context(base: Context, strategy: str, probe_path: str | None) -> Co
         )
     if strategy == "probe":
         if not probe_path:
-            raise ConfigError("the probe strategy needs a calibrated probe: run `setpoint calibrate` or pass --probe")
+            raise ConfigError(
+                "the probe strategy needs a calibrated probe: run `setpoint calibrate` or pass --probe"
+            )
         return replace(base, probe_path=probe_path, setpoint=math.inf)
     raise ConfigError(f"strategy {strategy!r} does not run through the graph context")
 
@@ -189,8 +193,12 @@ def _closed_book_signals(state: dict[str, Any], k: int = 8) -> dict[str, Any]:
         "first_margin": probe.get("margin"),
         "mean_entropy_k": sum(head) / len(head),
         "max_entropy_k": max(head),
-        "mean_entropy_after_first": (sum(entropies[1:k]) / len(entropies[1:k])) if len(entropies) > 1 else 0.0,
-        "max_surprisal_k": max((-math.log(max(r.get("top_prob", 1.0), 1e-45)) for r in first_pass[:k]), default=0.0),
+        "mean_entropy_after_first": (sum(entropies[1:k]) / len(entropies[1:k]))
+        if len(entropies) > 1
+        else 0.0,
+        "max_surprisal_k": max(
+            (-math.log(max(r.get("top_prob", 1.0), 1e-45)) for r in first_pass[:k]), default=0.0
+        ),
         **{f"lens_{layer}": value for layer, value in lens.items()},
         "probe_score": probe.get("probe_score"),
         "trace_entropy": entropies,
@@ -224,7 +232,9 @@ def _graph_record(session: Setpoint, strategy: str, q: EvalQuestion, ctx: Contex
 
 def _yes(generator: Any, system: str, user: str) -> bool:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    ids = generator.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = generator.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True
+    )
     if hasattr(ids, "keys"):
         ids = ids["input_ids"]
     text = "".join(t.text for t in generator.stream(list(ids), max_new_tokens=3)).strip().lower()
@@ -233,8 +243,8 @@ def _yes(generator: Any, system: str, user: str) -> bool:
 
 def _grader_record(session: Setpoint, q: EvalQuestion, ctx: Context) -> EvalRecord:
     """LangGraph's adaptive-RAG pattern with the same model as grader."""
-    from setpoint.adapters.generator import Passage
-    from setpoint.adapters.grounding import answer_question
+    from setpoint.adapters.model.generator import Passage
+    from setpoint.adapters.model.quoting import answer_question
     from setpoint.agents.probe import select_adapter
 
     generator = session.resources.generator()
@@ -267,10 +277,14 @@ def _grader_record(session: Setpoint, q: EvalQuestion, ctx: Context) -> EvalReco
         cited = [p.id for p in passages]
     calls += 1
     if passages:
-        from setpoint.adapters.reader_adapter import resolve_reader
+        from setpoint.adapters.lora.reader import resolve_reader
 
-        select_adapter(session.resources, resolve_reader(generator.model.config, ctx.reader_adapter))
-    reply = answer_question(generator, q.question, passages, max_new_tokens=ctx.max_new_tokens, grounded=ctx.grounded)
+        select_adapter(
+            session.resources, resolve_reader(generator.model.config, ctx.reader_adapter)
+        )
+    reply = answer_question(
+        generator, q.question, passages, max_new_tokens=ctx.max_new_tokens, grounded=ctx.grounded
+    )
     answer = reply.text
     return EvalRecord(
         strategy="grader",
@@ -321,7 +335,9 @@ def run_eval(
 
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
-        raise ConfigError(f"unknown strategies {sorted(unknown)}; choose from {', '.join(STRATEGIES)}")
+        raise ConfigError(
+            f"unknown strategies {sorted(unknown)}; choose from {', '.join(STRATEGIES)}"
+        )
     wanted = list(dict.fromkeys(strategies))
     runnable = [s for s in wanted if s != "oracle"]
     if "oracle" in wanted:
@@ -347,7 +363,9 @@ def run_eval(
     bar.close()
     records = [done[(s, q.id)] for q in questions for s in runnable]
     if "oracle" in wanted:
-        records += [_oracle_record(done[("never", q.id)], done[("always", q.id)]) for q in questions]
+        records += [
+            _oracle_record(done[("never", q.id)], done[("always", q.id)]) for q in questions
+        ]
     return [r for r in records if r.strategy in wanted]
 
 
@@ -389,7 +407,15 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-SIGNALS = ("first_entropy", "first_margin", "mean_entropy_k", "max_entropy_k", "mean_entropy_after_first", "max_surprisal_k", "probe_score")
+SIGNALS = (
+    "first_entropy",
+    "first_margin",
+    "mean_entropy_k",
+    "max_entropy_k",
+    "mean_entropy_after_first",
+    "max_surprisal_k",
+    "probe_score",
+)
 
 
 def signal_aurocs(never: Sequence[EvalRecord]) -> dict[str, float]:
@@ -448,15 +474,24 @@ def frontier(
                 if strategy == "flare":
                     ctx = replace(ctx, setpoint=-math.log(value))
                 thermostat = Thermostat(ctx.thresholds())
-                series = closed.signals["trace_surprisal" if strategy == "flare" else "trace_entropy"]
+                series = closed.signals[
+                    "trace_surprisal" if strategy == "flare" else "trace_entropy"
+                ]
                 fired = any(thermostat.update(h).fired for h in series)
             fired_count += fired
             f1 += by_id[closed.qid].f1 if fired else closed.f1
-        points.append({"threshold": value, "retrieval_rate": fired_count / len(never), "f1": f1 / len(never)})
+        points.append(
+            {"threshold": value, "retrieval_rate": fired_count / len(never), "f1": f1 / len(never)}
+        )
     return points
 
 
-def write_plots(out_dir: Path, rows: list[dict[str, Any]], frontiers: dict[str, list[dict[str, float]]], never: Sequence[EvalRecord]) -> list[Path]:
+def write_plots(
+    out_dir: Path,
+    rows: list[dict[str, Any]],
+    frontiers: dict[str, list[dict[str, float]]],
+    never: Sequence[EvalRecord],
+) -> list[Path]:
     """PNG plots: the F1/retrieval-rate frontier and ROC curves of the closed-book signals."""
     import matplotlib
 
@@ -467,10 +502,20 @@ def write_plots(out_dir: Path, rows: list[dict[str, Any]], frontiers: dict[str, 
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, points in frontiers.items():
         pts = sorted(points, key=lambda p: p["retrieval_rate"])
-        ax.plot([p["retrieval_rate"] for p in pts], [p["f1"] for p in pts], marker=".", label=f"{name} (swept)")
+        ax.plot(
+            [p["retrieval_rate"] for p in pts],
+            [p["f1"] for p in pts],
+            marker=".",
+            label=f"{name} (swept)",
+        )
     for row in rows:
         ax.scatter([row["retrieved_share"]], [row["f1"]], s=60, zorder=3)
-        ax.annotate(row["strategy"], (row["retrieved_share"], row["f1"]), textcoords="offset points", xytext=(5, 5))
+        ax.annotate(
+            row["strategy"],
+            (row["retrieved_share"], row["f1"]),
+            textcoords="offset points",
+            xytext=(5, 5),
+        )
     ax.set_xlabel("share of questions that retrieved")
     ax.set_ylabel("token F1")
     ax.set_title("Accuracy vs retrieval: threshold sweeps and operating points")
@@ -521,17 +566,23 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------ the `setpoint eval` job
-def index_passages(session: Setpoint, passages: Sequence[dict[str, Any]], questions: Sequence[EvalQuestion]) -> int:
+def index_passages(
+    session: Setpoint, passages: Sequence[dict[str, Any]], questions: Sequence[EvalQuestion]
+) -> int:
     """Ingest every passage of every article the stream draws from (idempotent); returns the count."""
-    from setpoint.adapters.corpus import PassageRecord
+    from setpoint.adapters.weaviate.corpus import PassageRecord
 
     titles = {q.title for q in questions}
-    records = [PassageRecord(p["id"], p["title"], p["text"], {}) for p in passages if p["title"] in titles]
+    records = [
+        PassageRecord(p["id"], p["title"], p["text"], {}) for p in passages if p["title"] in titles
+    ]
     store = session.resources.store()
     store.ensure_collection()
     report = store.ingest(records, source="squad", progress=False)
     if report.failed:
-        raise ConfigError(f"{len(report.failed)} passages failed to ingest, e.g. {report.failed[0]}")
+        raise ConfigError(
+            f"{len(report.failed)} passages failed to ingest, e.g. {report.failed[0]}"
+        )
     return len(records)
 
 
@@ -556,29 +607,70 @@ def evaluate(
     """
     passages, raw_questions = load_squad(squad_dir)
     core, fringe = split_titles({p["title"] for p in passages}, core_fraction, seed)
-    stream = build_stream(raw_questions, passages, core_titles=core, limit=limit, seed=seed, skip=skip)
+    stream = build_stream(
+        raw_questions, passages, core_titles=core, limit=limit, seed=seed, skip=skip
+    )
     indexed = index_passages(session, passages, stream)
     base = context or session.context()
-    records = run_eval(session, stream, strategies, out_dir, base_context=base, probe_path=probe_path, progress=progress)
+    records = run_eval(
+        session,
+        stream,
+        strategies,
+        out_dir,
+        base_context=base,
+        probe_path=probe_path,
+        progress=progress,
+    )
     rows = summarize(records)
     never = [r for r in records if r.strategy == "never"]
     always = [r for r in records if r.strategy == "always"]
     frontiers: dict[str, list[dict[str, float]]] = {}
     if never and always:
-        frontiers["entropy"] = frontier(never, always, base_context=base, strategy="entropy", grid=[0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4, 2.8, 3.5])
-        frontiers["flare"] = frontier(never, always, base_context=base, strategy="flare", grid=[0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+        frontiers["entropy"] = frontier(
+            never,
+            always,
+            base_context=base,
+            strategy="entropy",
+            grid=[0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.4, 2.8, 3.5],
+        )
+        frontiers["flare"] = frontier(
+            never,
+            always,
+            base_context=base,
+            strategy="flare",
+            grid=[0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        )
         if any(r.signals.get("probe_score") is not None for r in never):
-            frontiers["probe"] = frontier(never, always, base_context=base, strategy="probe", grid=[i / 20 for i in range(21)])
+            frontiers["probe"] = frontier(
+                never, always, base_context=base, strategy="probe", grid=[i / 20 for i in range(21)]
+            )
     summary: dict[str, Any] = {
         "rows": rows,
         "signal_auroc": signal_aurocs(never) if never else {},
         "frontiers": frontiers,
-        "split": {"seed": seed, "core_fraction": core_fraction, "core_titles": sorted(core), "fringe_titles": sorted(fringe)},
-        "stream": {"questions": len(stream), "skip": skip, "core": sum(q.part == "core" for q in stream), "indexed_passages": indexed},
-        "context": {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in asdict(base).items()},
+        "split": {
+            "seed": seed,
+            "core_fraction": core_fraction,
+            "core_titles": sorted(core),
+            "fringe_titles": sorted(fringe),
+        },
+        "stream": {
+            "questions": len(stream),
+            "skip": skip,
+            "core": sum(q.part == "core" for q in stream),
+            "indexed_passages": indexed,
+        },
+        "context": {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else str(v))
+            for k, v in asdict(base).items()
+        },
         "probe_path": probe_path,
         "model": session.resources.generator().name,
     }
-    summary["plots"] = [str(p) for p in write_plots(out_dir, rows, frontiers, never)] if never else []
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    summary["plots"] = (
+        [str(p) for p in write_plots(out_dir, rows, frontiers, never)] if never else []
+    )
+    (out_dir / "summary.json").write_text(
+        json.dumps(summary, indent=2, default=str), encoding="utf-8"
+    )
     return summary

@@ -102,7 +102,7 @@ def _from_log(row: Mapping[str, Any]) -> Observation:
 
 def read_observations(path: Path) -> list[Observation]:
     """Observations from a span file or a run log (told apart by their first line)."""
-    from setpoint.traces import read_spans
+    from setpoint.jobs.trace_reader import read_spans
 
     try:
         content = Path(path).read_text(encoding="utf-8")
@@ -200,9 +200,9 @@ def distill(
 
     Returns the pairs and ``train_knowledge``'s result (None when no pair qualified).
     """
-    from setpoint.adapters.generator import Generator, Passage
-    from setpoint.adapters.qa_data import QARecord
-    from setpoint.adapters.tuning import train_knowledge
+    from setpoint.adapters.lora.qa_data import QARecord
+    from setpoint.adapters.lora.training import train_knowledge
+    from setpoint.adapters.model.generator import Generator, Passage
 
     pairs = select_pairs(read_observations(path), min_count=min_count)
     if not pairs:

@@ -81,7 +81,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
-    from setpoint.adapters.provisioning import provision_all
+    from setpoint.adapters.model.provisioning import provision_all
 
     started = time.perf_counter()
     provision_all(_settings(args))
@@ -109,7 +109,7 @@ def _report_ingest(report: Any, path: Path) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from setpoint.adapters.chunking import ChunkPolicy
+    from setpoint.adapters.domain.chunking import ChunkPolicy
     from setpoint.api import Setpoint
     from setpoint.errors import InputError
 
@@ -150,7 +150,15 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _context_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     # ``setpoint`` again here (it is also in the settings): a calibration file must not win over the flag.
-    for name in ("setpoint", "probe_setpoint", "max_retrievals", "top_k", "alpha", "max_new_tokens", "adapter"):
+    for name in (
+        "setpoint",
+        "probe_setpoint",
+        "max_retrievals",
+        "top_k",
+        "alpha",
+        "max_new_tokens",
+        "adapter",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -183,8 +191,12 @@ def _print_pending(pending: list[dict[str, Any]], where: str) -> None:
         print(f"   draft: {run.get('draft_answer') or '(none)'}")
         for check in run.get("failed_checks") or []:
             where_ = check.get("passage_id") or check.get("target", "")
-            print(f"   failed: {check.get('check')} on {where_}: {check.get('reason')} {check.get('matched', '')}".rstrip())
-    print(f"{len(pending)} paused; resume one with: setpoint review THREAD --approve | --edit TEXT | --reject")
+            print(
+                f"   failed: {check.get('check')} on {where_}: {check.get('reason')} {check.get('matched', '')}".rstrip()
+            )
+    print(
+        f"{len(pending)} paused; resume one with: setpoint review THREAD --approve | --edit TEXT | --reject"
+    )
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
@@ -192,7 +204,15 @@ def _cmd_review(args: argparse.Namespace) -> int:
     from setpoint.errors import InputError
 
     settings = _settings(args).replace(review=True)
-    chosen = [name for name, on in (("approve", args.approve), ("edit", args.edit is not None), ("reject", args.reject)) if on]
+    chosen = [
+        name
+        for name, on in (
+            ("approve", args.approve),
+            ("edit", args.edit is not None),
+            ("reject", args.reject),
+        )
+        if on
+    ]
     if args.thread is None and chosen:
         raise InputError("name the paused run to resume: setpoint review THREAD --approve")
     if args.thread is not None and len(chosen) != 1:
@@ -215,7 +235,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from setpoint.adapters.provisioning import provision_all
+    from setpoint.adapters.model.provisioning import provision_all
     from setpoint.api import Setpoint
 
     settings = _settings(args)
@@ -243,14 +263,16 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.reader:
         return _calibrate_reader(args)
     from setpoint.api import Setpoint
-    from setpoint.calibration import calibrate
-    from setpoint.evaluation import build_stream, load_squad, split_titles
+    from setpoint.jobs.calibration import calibrate
+    from setpoint.jobs.evaluation import build_stream, load_squad, split_titles
 
     settings = _settings(args).replace(collection=args.collection)
     passages, questions = load_squad(_squad_dir(args))
     core, _ = split_titles({p["title"] for p in passages}, args.core_fraction, args.seed)
     # The head of the same stream `setpoint eval` reads: run eval with --skip N to score on the rest.
-    stream = build_stream(questions, passages, core_titles=core, limit=args.limit or 300, seed=args.seed)
+    stream = build_stream(
+        questions, passages, core_titles=core, limit=args.limit or 300, seed=args.seed
+    )
     out = Path(args.out) if args.out else settings.cache_dir / "calibration"
     with Setpoint(settings) as sp:
         ctx = sp.context(**({"adapter": args.adapter} if args.adapter else {}))
@@ -264,23 +286,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             context=ctx,
         )
     print(json.dumps(record, indent=2))
-    print(f"calibration written to {out / 'calibration.json'}; use it with SETPOINT_CALIBRATION={out / 'calibration.json'}")
+    print(
+        f"calibration written to {out / 'calibration.json'}; use it with SETPOINT_CALIBRATION={out / 'calibration.json'}"
+    )
     return 0
 
 
 def _calibrate_reader(args: argparse.Namespace) -> int:
     """``setpoint calibrate --reader``: train the reader adapter's uncertainty probe (no Weaviate needed)."""
-    from setpoint.adapters.generator import Generator
-    from setpoint.adapters.qa_data import TitleSplit, default_squad_dir, load_squad
-    from setpoint.adapters.reader_adapter import shipped_reader_dir, training_record
-    from setpoint.adapters.reader_probe import (
+    from setpoint.adapters.domain.reader_probe import (
         DEFAULT_FEATURES,
         PROBE_FILE,
         collect_probe_rows,
         fit_reader_probe,
         unseen_training_questions,
     )
-    from setpoint.adapters.tuning import SPLIT_FILE
+    from setpoint.adapters.lora.qa_data import TitleSplit, default_squad_dir, load_squad
+    from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
+    from setpoint.adapters.lora.training import SPLIT_FILE
+    from setpoint.adapters.model.generator import Generator
     from setpoint.errors import ConfigError
 
     settings = _settings(args)
@@ -314,13 +338,15 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else directory
     path = probe.save(out / PROBE_FILE)
     print(json.dumps({"setpoints": probe.setpoints, **probe.record}, indent=2))
-    print(f"reader probe written to {path}; graphs reading with this adapter use it for selective answering")
+    print(
+        f"reader probe written to {path}; graphs reading with this adapter use it for selective answering"
+    )
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from setpoint.api import Setpoint
-    from setpoint.evaluation import evaluate, print_table
+    from setpoint.jobs.evaluation import evaluate, print_table
 
     settings = _settings(args).replace(collection=args.collection)
     out = Path(args.out) if args.out else settings.cache_dir / "eval"
@@ -344,13 +370,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print_table(summary["rows"])
     for name, value in summary["signal_auroc"].items():
         print(f"AUROC closed-book wrong  {name:<26} {value:.3f}")
-    print(f"results: {out / 'results.jsonl'}  summary: {out / 'summary.json'}  plots: {', '.join(summary['plots'])}")
+    print(
+        f"results: {out / 'results.jsonl'}  summary: {out / 'summary.json'}  plots: {', '.join(summary['plots'])}"
+    )
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from setpoint.adapters.qa_data import default_squad_dir
-    from setpoint.adapters.tuning import TuningConfig, tune
+    from setpoint.adapters.lora.qa_data import default_squad_dir
+    from setpoint.adapters.lora.training import TuningConfig, tune
 
     settings = _settings(args)
     config = TuningConfig(
@@ -377,7 +405,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else settings.cache_dir / "adapters" / default_name
     store = None
     if args.retriever == "weaviate":
-        from setpoint.adapters.store import WeaviateStore
+        from setpoint.adapters.weaviate.store import WeaviateStore
 
         store = WeaviateStore.from_settings(settings)
     try:
@@ -414,14 +442,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             f"tune: {e['questions']} evaluation-title questions ({e['context']}): "
             f"EM {e['exact_match']:.2f} F1 {e['f1']:.2f}"
         )
-    print(f"tune: adapter saved to {result.directory} (split: {len(result.split.train)} training, "
-          f"{len(result.split.eval)} evaluation titles)")
+    print(
+        f"tune: adapter saved to {result.directory} (split: {len(result.split.train)} training, "
+        f"{len(result.split.eval)} evaluation titles)"
+    )
     return 0
 
 
 def _cmd_distill(args: argparse.Namespace) -> int:
-    from setpoint.adapters.tuning import TuningConfig
-    from setpoint.distill import distill
+    from setpoint.adapters.lora.training import TuningConfig
+    from setpoint.jobs.distill import distill
 
     settings = _settings(args)
     source = Path(args.source) if args.source else settings.trace_file
@@ -448,7 +478,9 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         command=" ".join(["setpoint", *sys.argv[1:]]),
     )
     if result is None:
-        print(f"distill: no question answered through retrieval {args.min_count}+ times with passing answers in {source}")
+        print(
+            f"distill: no question answered through retrieval {args.min_count}+ times with passing answers in {source}"
+        )
         return 0
     r = result.report
     print(
@@ -460,7 +492,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from setpoint.traces import plot_run, read_spans, render_run, runs
+    from setpoint.jobs.trace_reader import plot_run, read_spans, render_run, runs
 
     path = Path(args.file) if args.file else Settings.from_env().trace_file
     grouped = runs(read_spans(path))
@@ -468,7 +500,9 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         print(f"{path}: no spans")
         return 0
     if args.trace_id:
-        wanted = [t for t in grouped if t.removeprefix("0x").startswith(args.trace_id.removeprefix("0x"))]
+        wanted = [
+            t for t in grouped if t.removeprefix("0x").startswith(args.trace_id.removeprefix("0x"))
+        ]
         if not wanted:
             from setpoint.errors import InputError
 
@@ -494,17 +528,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import setpoint.graphs.graph as graph_module
     from setpoint.errors import ConfigError
 
-    langgraph = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
+    langgraph = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which(
+        "langgraph"
+    )
     if langgraph is None:
-        raise ConfigError("langgraph-cli is not installed; run `pip install 'langgraph-cli[inmem]'`")
+        raise ConfigError(
+            "langgraph-cli is not installed; run `pip install 'langgraph-cli[inmem]'`"
+        )
     with tempfile.TemporaryDirectory(prefix="setpoint-serve-") as tmp:
         config = Path(tmp) / "langgraph.json"
         config.write_text(
-            json.dumps({"dependencies": ["."], "graphs": {"setpoint": f"{graph_module.__file__}:graph"}}),
+            json.dumps(
+                {"dependencies": ["."], "graphs": {"setpoint": f"{graph_module.__file__}:graph"}}
+            ),
             encoding="utf-8",
         )
         env = {**os.environ, "LANGGRAPH_CLI_NO_ANALYTICS": "1"}
-        cmd = [langgraph, "dev", "--config", str(config), "--port", str(args.port), "--host", args.host, "--no-reload"]
+        cmd = [
+            langgraph,
+            "dev",
+            "--config",
+            str(config),
+            "--port",
+            str(args.port),
+            "--host",
+            args.host,
+            "--no-reload",
+        ]
         if not args.browser:
             cmd.append("--no-browser")
         print(f"serving the setpoint graph on http://{args.host}:{args.port} (Ctrl-C stops it)")
@@ -620,33 +670,97 @@ def build_parser() -> argparse.ArgumentParser:
         description="Supervised LoRA tuning on SQuAD-format data (passages.jsonl + questions.jsonl), "
         "split by article title; the adapter is saved with its training record and split.",
     )
-    tune.add_argument("--task", choices=("read", "qa"), default="read", help="read: answer from passages; qa: closed book")
-    tune.add_argument("--data", help="folder with passages.jsonl and questions.jsonl (default: SETPOINT_SQUAD_DIR or ../shared/data/squad)")
-    tune.add_argument("--out", help="adapter folder (default: <cache>/adapters/reader or knowledge)")
+    tune.add_argument(
+        "--task",
+        choices=("read", "qa"),
+        default="read",
+        help="read: answer from passages; qa: closed book",
+    )
+    tune.add_argument(
+        "--data",
+        help="folder with passages.jsonl and questions.jsonl (default: SETPOINT_SQUAD_DIR or ../shared/data/squad)",
+    )
+    tune.add_argument(
+        "--out", help="adapter folder (default: <cache>/adapters/reader or knowledge)"
+    )
     tune.add_argument("--rank", type=int, default=16, help="LoRA rank")
-    tune.add_argument("--lora-alpha", type=int, default=32, help="LoRA alpha (scale = alpha / rank)")
+    tune.add_argument(
+        "--lora-alpha", type=int, default=32, help="LoRA alpha (scale = alpha / rank)"
+    )
     tune.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout")
-    tune.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated module names")
-    tune.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW, linear warm-up and decay)")
+    tune.add_argument(
+        "--targets", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated module names"
+    )
+    tune.add_argument(
+        "--lr",
+        type=float,
+        default=5e-4,
+        help="peak learning rate (AdamW, linear warm-up and decay)",
+    )
     tune.add_argument("--epochs", type=int, default=1)
     tune.add_argument("--max-examples", type=int, help="train on at most this many questions")
     tune.add_argument(
-        "--skip-examples", type=int, default=0, help="skip the first N questions of the training order"
+        "--skip-examples",
+        type=int,
+        default=0,
+        help="skip the first N questions of the training order",
     )
-    tune.add_argument("--init-adapter", help="continue training this adapter (same rank and targets)")
+    tune.add_argument(
+        "--init-adapter", help="continue training this adapter (same rank and targets)"
+    )
     tune.add_argument("--max-steps", type=int, help="stop after this many steps (reproducible)")
     tune.add_argument("--max-seconds", type=float, help="stop after this much training time")
-    tune.add_argument("--group-size", type=int, default=8, help="questions sharing one context per step")
-    tune.add_argument("--distractors", type=int, default=2, help="retrieved distractor passages per context (RAFT)")
-    tune.add_argument("--gold-only-fraction", type=float, default=0.3, help="share of contexts with the gold passage alone")
-    tune.add_argument("--retriever", choices=("bm25", "weaviate"), default="bm25", help="where distractors come from")
-    tune.add_argument("--eval-fraction", type=float, default=0.2, help="share of questions whose titles are held out")
+    tune.add_argument(
+        "--group-size", type=int, default=8, help="questions sharing one context per step"
+    )
+    tune.add_argument(
+        "--distractors",
+        type=int,
+        default=2,
+        help="retrieved distractor passages per context (RAFT)",
+    )
+    tune.add_argument(
+        "--gold-only-fraction",
+        type=float,
+        default=0.3,
+        help="share of contexts with the gold passage alone",
+    )
+    tune.add_argument(
+        "--retriever",
+        choices=("bm25", "weaviate"),
+        default="bm25",
+        help="where distractors come from",
+    )
+    tune.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.2,
+        help="share of questions whose titles are held out",
+    )
     tune.add_argument("--split-seed", type=int, default=0, help="seed of the title split")
-    tune.add_argument("--eval-questions", type=int, default=50, help="held-out questions answered after training (0: none)")
+    tune.add_argument(
+        "--eval-questions",
+        type=int,
+        default=50,
+        help="held-out questions answered after training (0: none)",
+    )
     tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--update", metavar="ADAPTER", help="extend this knowledge adapter (--task qa) with new questions plus a replay sample of its old ones; saved in place unless --out")
-    tune.add_argument("--replay-fraction", type=float, default=0.5, help="with --update: share of the adapter's old training pairs trained again (0: none)")
-    tune.add_argument("--topic", action="append", help="a topic this adapter covers, for per-question adapter selection (repeatable)")
+    tune.add_argument(
+        "--update",
+        metavar="ADAPTER",
+        help="extend this knowledge adapter (--task qa) with new questions plus a replay sample of its old ones; saved in place unless --out",
+    )
+    tune.add_argument(
+        "--replay-fraction",
+        type=float,
+        default=0.5,
+        help="with --update: share of the adapter's old training pairs trained again (0: none)",
+    )
+    tune.add_argument(
+        "--topic",
+        action="append",
+        help="a topic this adapter covers, for per-question adapter selection (repeatable)",
+    )
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.set_defaults(func=_cmd_tune)
 
@@ -657,11 +771,31 @@ def build_parser() -> argparse.ArgumentParser:
         "(`setpoint ask --json` outputs), keeps questions answered through retrieval at least "
         "--min-count times with cited, quoted answers, and tunes (or --update s) a knowledge adapter on them.",
     )
-    distill.add_argument("source", nargs="?", help="span file or run log (default: SETPOINT_TRACE_FILE or the cache's spans.jsonl)")
-    distill.add_argument("--min-count", type=int, default=2, help="times a question must have been answered through retrieval")
-    distill.add_argument("--out", help="adapter folder (default: --update's, else <cache>/adapters/distilled)")
-    distill.add_argument("--update", metavar="ADAPTER", help="extend this knowledge adapter instead of training a new one")
-    distill.add_argument("--replay-fraction", type=float, default=0.5, help="with --update: share of old pairs trained again")
+    distill.add_argument(
+        "source",
+        nargs="?",
+        help="span file or run log (default: SETPOINT_TRACE_FILE or the cache's spans.jsonl)",
+    )
+    distill.add_argument(
+        "--min-count",
+        type=int,
+        default=2,
+        help="times a question must have been answered through retrieval",
+    )
+    distill.add_argument(
+        "--out", help="adapter folder (default: --update's, else <cache>/adapters/distilled)"
+    )
+    distill.add_argument(
+        "--update",
+        metavar="ADAPTER",
+        help="extend this knowledge adapter instead of training a new one",
+    )
+    distill.add_argument(
+        "--replay-fraction",
+        type=float,
+        default=0.5,
+        help="with --update: share of old pairs trained again",
+    )
     distill.add_argument("--rank", type=int, default=16, help="LoRA rank (a new adapter)")
     distill.add_argument("--lora-alpha", type=int, default=32, help="LoRA alpha")
     distill.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
@@ -678,30 +812,58 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     def eval_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--squad-dir", help="SQuAD JSONL folder (default: SETPOINT_SQUAD_DIR or ../shared/data/squad)")
+        p.add_argument(
+            "--squad-dir",
+            help="SQuAD JSONL folder (default: SETPOINT_SQUAD_DIR or ../shared/data/squad)",
+        )
         p.add_argument("--limit", type=int, help="only the first N questions of the seeded stream")
-        p.add_argument("--seed", type=int, default=0, help="seed of the title split and the stream order")
+        p.add_argument(
+            "--seed", type=int, default=0, help="seed of the title split and the stream order"
+        )
         p.add_argument("--out", help="output folder (default: <cache>/eval or <cache>/calibration)")
-        p.add_argument("--collection", default="SetpointEval", help="Weaviate collection for the evaluation index")
-        p.add_argument("--core-fraction", type=float, default=0.5, help="share of article titles in the core")
-        p.add_argument("--adapter", help="knowledge adapter (folder or loaded name) of the answer route")
+        p.add_argument(
+            "--collection",
+            default="SetpointEval",
+            help="Weaviate collection for the evaluation index",
+        )
+        p.add_argument(
+            "--core-fraction", type=float, default=0.5, help="share of article titles in the core"
+        )
+        p.add_argument(
+            "--adapter", help="knowledge adapter (folder or loaded name) of the answer route"
+        )
 
-    serve = sub.add_parser("serve", help="serve the graph on the LangGraph API (langgraph dev) for Studio and SDK clients")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the graph on the LangGraph API (langgraph dev) for Studio and SDK clients",
+    )
     serve.add_argument("--port", type=int, default=2024)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--browser", action="store_true", help="open LangGraph Studio in a browser")
     serve.set_defaults(func=_cmd_serve)
 
-    trace = sub.add_parser("trace", help="print runs from a span file as trees with entropy sparklines")
-    trace.add_argument("file", nargs="?", help="JSON-lines span file (default: SETPOINT_TRACE_FILE or the cache dir)")
+    trace = sub.add_parser(
+        "trace", help="print runs from a span file as trees with entropy sparklines"
+    )
+    trace.add_argument(
+        "file",
+        nargs="?",
+        help="JSON-lines span file (default: SETPOINT_TRACE_FILE or the cache dir)",
+    )
     trace.add_argument("--trace-id", help="one run (a prefix of its trace id)")
     trace.add_argument("--last", type=int, default=1, help="the last N runs (default 1)")
-    trace.add_argument("--png", help="also draw the last shown run's entropy over tokens to this PNG")
+    trace.add_argument(
+        "--png", help="also draw the last shown run's entropy over tokens to this PNG"
+    )
     trace.set_defaults(func=_cmd_trace)
 
-    calibrate = sub.add_parser("calibrate", help="train the hidden-state probe and pick setpoints from data")
+    calibrate = sub.add_parser(
+        "calibrate", help="train the hidden-state probe and pick setpoints from data"
+    )
     eval_flags(calibrate)
-    calibrate.add_argument("--layer", type=int, default=20, help="decoder layer whose hidden state the probe reads")
+    calibrate.add_argument(
+        "--layer", type=int, default=20, help="decoder layer whose hidden state the probe reads"
+    )
     calibrate.add_argument("--target-retrieval-rate", type=float, default=0.5)
     calibrate.add_argument(
         "--reader",
@@ -714,16 +876,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.set_defaults(func=_cmd_calibrate)
 
-    evaluate = sub.add_parser("eval", help="run strategies (never, always, flare, entropy, probe, grader, oracle) on the same questions")
+    evaluate = sub.add_parser(
+        "eval",
+        help="run strategies (never, always, flare, entropy, probe, grader, oracle) on the same questions",
+    )
     eval_flags(evaluate)
     evaluate.add_argument(
         "--strategies",
         default="never,always,flare,entropy,grader,oracle",
         help="comma-separated; add 'probe' with --probe or after `setpoint calibrate`",
     )
-    evaluate.add_argument("--probe", help="probe JSON for the probe strategy (default: from SETPOINT_CALIBRATION)")
     evaluate.add_argument(
-        "--skip", type=int, default=0, help="leave out the first N questions of the stream (the ones `setpoint calibrate --limit N` used)"
+        "--probe", help="probe JSON for the probe strategy (default: from SETPOINT_CALIBRATION)"
+    )
+    evaluate.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="leave out the first N questions of the stream (the ones `setpoint calibrate --limit N` used)",
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=_cmd_eval)

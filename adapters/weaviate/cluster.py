@@ -1,6 +1,6 @@
 """A replicated Weaviate cluster of N managed ``weaviate-server`` nodes on loopback, for tests and trials.
 
-Every node is a :class:`~setpoint.adapters.weaviate_server.WeaviateServer` (same binary,
+Every node is a :class:`~setpoint.adapters.weaviate.server.WeaviateServer` (same binary,
 same PDEATHSIG, pidfile and stale-server cleanup) with its own data dir and its own
 gossip, data, Raft and Raft-RPC ports. The nodes find each other by memberlist gossip
 (``CLUSTER_JOIN``) and form one Raft group (``RAFT_JOIN``, ``RAFT_BOOTSTRAP_EXPECT=N``).
@@ -9,7 +9,7 @@ under the same name and address and catches up by async replication.
 
 Run one by hand (Ctrl-C stops it)::
 
-    python -m setpoint.adapters.weaviate_cluster --nodes 3 --data /tmp/setpoint-cluster
+    python -m setpoint.adapters.weaviate.cluster --nodes 3 --data /tmp/setpoint-cluster
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from setpoint.adapters.weaviate_server import ServerPorts, WeaviateServer, _pick_ports
+from setpoint.adapters.weaviate.server import ServerPorts, WeaviateServer, _pick_ports
 from setpoint.errors import RetrievalError, SetpointError
 
 __all__ = ["ClusterNode", "WeaviateCluster", "node_name"]
@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from setpoint.settings import Settings
 
     parser = argparse.ArgumentParser(
-        prog="python -m setpoint.adapters.weaviate_cluster",
+        prog="python -m setpoint.adapters.weaviate.cluster",
         description="Run a replicated weaviate-server cluster on loopback.",
     )
     parser.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")

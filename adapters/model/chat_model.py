@@ -25,7 +25,7 @@ class SetpointChatModel(BaseChatModel):
     so adding chunks yields the whole trace); the last chunk carries ``usage_metadata``.
 
     Example:
-        >>> from setpoint.adapters.generator import Generator
+        >>> from setpoint.adapters.model.generator import Generator
         >>> chat = SetpointChatModel(generator=Generator.from_pretrained(path))  # doctest: +SKIP
         >>> for chunk in chat.stream("What is the capital of France?"):  # doctest: +SKIP
         ...     print(chunk.content, chunk.response_metadata.get("token_entropy"))
@@ -44,21 +44,29 @@ class SetpointChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.generator.name, "adapter": self.adapter, "temperature": self.temperature}
+        return {
+            "model": self.generator.name,
+            "adapter": self.adapter,
+            "temperature": self.temperature,
+        }
 
     def _prompt(self, messages: list[BaseMessage]) -> list[int]:
         chat = [{"role": _ROLES.get(m.type, "user"), "content": m.text} for m in messages]
         ids: list[int] = self.generator.chat_ids(chat)
         return ids
 
-    def _tokens(self, messages: list[BaseMessage], stop: list[str] | None) -> Iterator[tuple[str, dict[str, Any], int]]:
+    def _tokens(
+        self, messages: list[BaseMessage], stop: list[str] | None
+    ) -> Iterator[tuple[str, dict[str, Any], int]]:
         """(text piece, signals, prompt length) per token; honours ``stop`` strings."""
         generator = self.generator
         prompt = self._prompt(messages)
         with generator.lock:
             generator.set_adapter(self.adapter)
             text = ""
-            for token in generator.stream(prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature):
+            for token in generator.stream(
+                prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature
+            ):
                 if token.token_id in generator.stop_ids:
                     return
                 text += token.text
@@ -81,13 +89,18 @@ class SetpointChatModel(BaseChatModel):
             chunk = ChatGenerationChunk(
                 message=AIMessageChunk(
                     content=piece,
-                    response_metadata={"token_entropy": [signals["entropy"]], "token_margin": [signals["margin"]]},
+                    response_metadata={
+                        "token_entropy": [signals["entropy"]],
+                        "token_margin": [signals["margin"]],
+                    },
                 )
             )
             if run_manager is not None:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
-        usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=count, total_tokens=prompt_tokens + count)
+        usage = UsageMetadata(
+            input_tokens=prompt_tokens, output_tokens=count, total_tokens=prompt_tokens + count
+        )
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
@@ -113,7 +126,9 @@ class SetpointChatModel(BaseChatModel):
         message = AIMessage(
             content="".join(pieces).strip(),
             usage_metadata=UsageMetadata(
-                input_tokens=prompt_tokens, output_tokens=len(pieces), total_tokens=prompt_tokens + len(pieces)
+                input_tokens=prompt_tokens,
+                output_tokens=len(pieces),
+                total_tokens=prompt_tokens + len(pieces),
             ),
             response_metadata={
                 "model_name": self.generator.name,

@@ -23,7 +23,10 @@ def read_spans(path: Path) -> list[dict[str, Any]]:
         raise InputError(f"{path} is not a regular file; give a JSON-lines span file")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError) as exc:  # ValueError: NUL or lone surrogates in the name, bad UTF-8
+    except (
+        OSError,
+        ValueError,
+    ) as exc:  # ValueError: NUL or lone surrogates in the name, bad UTF-8
         raise InputError(f"cannot read trace file {path!r}: {exc}") from None
     spans = []
     for number, line in enumerate(lines, start=1):
@@ -33,7 +36,9 @@ def read_spans(path: Path) -> list[dict[str, Any]]:
             span = json.loads(line)
             span["context"]["trace_id"]
         except (ValueError, KeyError, TypeError):
-            raise InputError(f"{path}:{number} is not an OpenTelemetry span written by setpoint") from None
+            raise InputError(
+                f"{path}:{number} is not an OpenTelemetry span written by setpoint"
+            ) from None
         spans.append(span)
     return spans
 
@@ -58,7 +63,9 @@ def sparkline(values: Sequence[float], *, top: float | None = None) -> str:
     ceiling = top if top is not None else max(values)
     if ceiling <= 0:
         return _BARS[0] * len(values)
-    return "".join(_BARS[min(len(_BARS) - 1, max(0, round(v / ceiling * (len(_BARS) - 1))))] for v in values)
+    return "".join(
+        _BARS[min(len(_BARS) - 1, max(0, round(v / ceiling * (len(_BARS) - 1))))] for v in values
+    )
 
 
 def _seconds(span: dict[str, Any]) -> float:
@@ -91,13 +98,24 @@ def render_run(spans: Sequence[dict[str, Any]]) -> list[str]:
         ):
             if key in attrs:
                 value = attrs[key]
-                facts.append(f"{label}={value:.2f}" if isinstance(value, float) else f"{label}={value}")
-        lines.append(f"{'  ' * depth}{span['name']}  {_seconds(span) * 1000:.0f} ms  {' '.join(facts)}".rstrip())
+                facts.append(
+                    f"{label}={value:.2f}" if isinstance(value, float) else f"{label}={value}"
+                )
+        lines.append(
+            f"{'  ' * depth}{span['name']}  {_seconds(span) * 1000:.0f} ms  {' '.join(facts)}".rstrip()
+        )
         entropy = attrs.get("setpoint.token_entropy")
         if entropy:
             setpoint = attrs.get("setpoint.setpoint")
-            scale = max([*entropy, setpoint if isinstance(setpoint, float) and math.isfinite(setpoint) else 0.0])
-            lines.append(f"{'  ' * (depth + 1)}entropy {sparkline(entropy, top=scale)}  (max {max(entropy):.2f}, setpoint {setpoint})")
+            scale = max(
+                [
+                    *entropy,
+                    setpoint if isinstance(setpoint, float) and math.isfinite(setpoint) else 0.0,
+                ]
+            )
+            lines.append(
+                f"{'  ' * (depth + 1)}entropy {sparkline(entropy, top=scale)}  (max {max(entropy):.2f}, setpoint {setpoint})"
+            )
         for child in by_parent.get(span["context"]["span_id"], []):
             walk(child, depth + 1)
 
@@ -114,7 +132,8 @@ def plot_run(spans: Sequence[dict[str, Any]], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     chats = sorted(
-        (s for s in spans if "setpoint.token_entropy" in (s.get("attributes") or {})), key=lambda s: s["start_time"]
+        (s for s in spans if "setpoint.token_entropy" in (s.get("attributes") or {})),
+        key=lambda s: s["start_time"],
     )
     if not chats:
         raise InputError("this run has no generator span with token entropies to plot")
@@ -125,14 +144,36 @@ def plot_run(spans: Sequence[dict[str, Any]], out: Path) -> Path:
         entropy = list(attrs["setpoint.token_entropy"])
         ema = list(attrs.get("setpoint.token_ema") or [])
         xs = list(range(offset, offset + len(entropy)))
-        ax.plot(xs, entropy, marker=".", linewidth=1, label="entropy" if i == 0 else None, color="tab:blue")
+        ax.plot(
+            xs,
+            entropy,
+            marker=".",
+            linewidth=1,
+            label="entropy" if i == 0 else None,
+            color="tab:blue",
+        )
         if ema:
-            ax.plot(xs[: len(ema)], ema, linewidth=2, label="EMA" if i == 0 else None, color="tab:orange")
+            ax.plot(
+                xs[: len(ema)],
+                ema,
+                linewidth=2,
+                label="EMA" if i == 0 else None,
+                color="tab:orange",
+            )
         setpoint = attrs.get("setpoint.setpoint")
         hysteresis = attrs.get("setpoint.hysteresis") or 0.0
         if isinstance(setpoint, float) and math.isfinite(setpoint):
-            ax.hlines(setpoint, xs[0], xs[-1], colors="red", label="setpoint" if i == 0 else "_nolegend_")
-            ax.fill_between(xs, setpoint - hysteresis, setpoint, color="red", alpha=0.08, label="hysteresis" if i == 0 else None)
+            ax.hlines(
+                setpoint, xs[0], xs[-1], colors="red", label="setpoint" if i == 0 else "_nolegend_"
+            )
+            ax.fill_between(
+                xs,
+                setpoint - hysteresis,
+                setpoint,
+                color="red",
+                alpha=0.08,
+                label="hysteresis" if i == 0 else None,
+            )
         fired = attrs.get("setpoint.thermostat.fired_at_step")
         if fired is not None:
             ax.axvline(offset + int(fired), color="green", linestyle="--", label="retrieval fired")

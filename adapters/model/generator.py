@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from setpoint.adapters.signals import StepSignals, token_entropy, top2_probs
+from setpoint.adapters.domain.signals import StepSignals, token_entropy, top2_probs
 from setpoint.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
@@ -257,7 +257,8 @@ class Generator:
             output_hidden_states=bool(self.lens_layers) or bool(self._capture_layers),
         )
         self._captured = {
-            layer: out.hidden_states[layer][0, -1].detach().clone() for layer in self._capture_layers
+            layer: out.hidden_states[layer][0, -1].detach().clone()
+            for layer in self._capture_layers
         }
         rows = [out.last_hidden_state[:, -1]]
         if self.lens_layers:

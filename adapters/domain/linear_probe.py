@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from setpoint.adapters.files import write_json
+from setpoint.adapters.domain.json_file import write_json
 from setpoint.errors import ConfigError
 
 __all__ = ["LinearProbe"]
@@ -53,7 +53,8 @@ class LinearProbe:
                 "it was trained for another model"
             )
         z = self.bias + sum(
-            w * (h - m) / s for w, h, m, s in zip(self.weights, hidden, self.mean, self.scale, strict=True)
+            w * (h - m) / s
+            for w, h, m, s in zip(self.weights, hidden, self.mean, self.scale, strict=True)
         )
         return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
@@ -65,7 +66,9 @@ class LinearProbe:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read probe file {path}: {exc}; run `setpoint calibrate`") from None
+            raise ConfigError(
+                f"cannot read probe file {path}: {exc}; run `setpoint calibrate`"
+            ) from None
         try:
             return cls(**data)
         except TypeError as exc:

@@ -487,7 +487,7 @@ class WeaviateServer:
             "binary": str(self.binary),
             "started": time.time(),
         }
-        from setpoint.adapters.files import write_json
+        from setpoint.adapters.domain.json_file import write_json
 
         write_json(self.pidfile, record, indent=1)
 

@@ -136,7 +136,13 @@ def pick_threshold(
     choices = []
     for threshold in candidates:
         retrieve = [s > threshold for s in scores]
-        accuracy = sum(o if r else c for r, c, o in zip(retrieve, closed_correct, open_correct, strict=True)) / n
+        accuracy = (
+            sum(
+                o if r else c
+                for r, c, o in zip(retrieve, closed_correct, open_correct, strict=True)
+            )
+            / n
+        )
         choices.append(ThresholdChoice(threshold, sum(retrieve) / n, accuracy))
     if target_retrieval_rate is not None:
         allowed = [c for c in choices if c.retrieval_rate <= target_retrieval_rate + 1e-12]

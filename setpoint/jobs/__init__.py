@@ -1,0 +1,1 @@
+"""Offline jobs: calibration, evaluation, distillation and reading trace files."""
