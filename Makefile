@@ -5,13 +5,13 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.setpoint-installed
 
-.PHONY: demo test install setup lint typecheck bench clean-venv
+.PHONY: demo test install setup system-packages lint typecheck bench clean-venv
 
 demo: setup
 	$(VENV)/bin/setpoint demo
 
 # pytest's exit code 5 (no tests collected) is a failure of the suite, said in one line.
-test: setup
+test: setup system-packages
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; that is a failure" >&2; fi; \
 	exit $$rc
@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml
 
 setup: install
 	$(VENV)/bin/setpoint setup
+
+# Chromium and PostgreSQL, which the tests drive for real (skipped when already installed).
+system-packages:
+	bash .ci/system-packages.sh
 
 lint:
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.runtime import Runtime
 from opentelemetry.trace import Status, StatusCode
 
-from setpoint.agents.resources import Resources, RunContext
+from setpoint.agents.decide import after_tool
+from setpoint.agents.resources import Resources
 from setpoint.tools.registry import get_tool
 from setpoint.tracing import ATTR, node_span, set_attributes
+
+if TYPE_CHECKING:
+    from setpoint.graphs.context import Context
 
 __all__ = ["make_call_tool"]
 
@@ -27,7 +31,7 @@ _ERROR_CHARS = 300
 
 
 def make_call_tool(res: Resources) -> Any:
-    def call_tool(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    def call_tool(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         request = state["tool_call"]
         tool = get_tool(request["name"])
         call = {
@@ -79,28 +83,22 @@ def make_call_tool(res: Resources) -> Any:
                 ),
                 message,
             ]
+            decision = after_tool(tool.name, failed)
+            set_attributes(node, {ATTR.ROUTE: decision.route, ATTR.REASON: decision.reason})
             if failed:
-                reason = f"tool_error:{tool.name}"
-                set_attributes(node, {ATTR.ROUTE: "escalate", ATTR.REASON: reason})
                 verdict = {
                     "check": tool.name,
                     "allowed": False,
-                    "reason": reason,
+                    "reason": decision.reason,
                     "matched": content[:_ERROR_CHARS],
                     "target": "tool",
                 }
                 return {
-                    "route": "escalate",
-                    "reason": reason,
+                    **decision.update(),
                     "verdicts": [*(state.get("verdicts") or []), verdict],
                     "messages": messages,
                 }
-            set_attributes(node, {ATTR.ROUTE: "tool", ATTR.TOOL: request["name"]})
-            return {
-                "route": "tool",
-                "reason": f"answered by tool {tool.name}",
-                "answer": content,
-                "messages": messages,
-            }
+            node.set_attribute(ATTR.TOOL, request["name"])
+            return {**decision.update(), "answer": content, "messages": messages}
 
     return call_tool

@@ -1,4 +1,4 @@
-"""Node ``check_output``: the policy's output rules on the answer, and whether it is still too uncertain to give.
+"""Node ``check_output``: the policy's output rules on the answer; ``decide.after_check`` routes on the failures.
 
 Checks, all recorded as verdicts: an empty answer, refused-topic keywords, grounding in the
 cited passages, extra checks from the ``setpoint.tools`` group, uncertainty after retrieval
@@ -8,49 +8,23 @@ The first failure is the escalation's reason code; every failure reaches a revie
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
-from setpoint.agents.resources import Resources, RunContext
-from setpoint.tracing import ATTR, node_span, set_attributes
+from setpoint.agents.decide import after_check, output_problem
+from setpoint.agents.resources import Resources
+from setpoint.tracing import ATTR, guardrail_results, node_span, set_attributes
 
-__all__ = ["make_check_output", "output_problem"]
+if TYPE_CHECKING:
+    from setpoint.graphs.context import Context
 
-
-def output_problem(
-    answer: str,
-    *,
-    answer_entropy: float,
-    abstain_above: float,
-    used_passages: bool,
-    budget_spent: bool,
-    uncertain_after_budget: bool = False,
-    escalate_after_budget: bool = False,
-) -> str | None:
-    """The uncertainty reason code that stops an answer, or None when it may be given. Pure.
-
-    Example:
-        >>> output_problem("", answer_entropy=0.1, abstain_above=9, used_passages=False, budget_spent=False)
-        'empty_answer'
-        >>> output_problem("Paris", answer_entropy=0.1, abstain_above=9, used_passages=False, budget_spent=False)
-        >>> output_problem("Paris", answer_entropy=0.1, abstain_above=9, used_passages=True, budget_spent=True,
-        ...                uncertain_after_budget=True, escalate_after_budget=True)
-        'uncertain_after_budget'
-    """
-    if not answer.strip():
-        return "empty_answer"
-    if (used_passages or budget_spent) and answer_entropy > abstain_above:
-        return "uncertain_after_retrieval"
-    if uncertain_after_budget and escalate_after_budget:
-        return "uncertain_after_budget"
-    return None
+__all__ = ["make_check_output"]
 
 
 def make_check_output(res: Resources) -> Any:
-    def check_output(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    def check_output(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         ctx = runtime.context
-        thresholds = ctx.thresholds()
         policy = res.policy(ctx.policy_file)
         with node_span(res.tracer, "check_output") as span:
             raw = state.get("answer", "")
@@ -77,7 +51,7 @@ def make_check_output(res: Resources) -> Any:
                 # [EMAIL] would match nothing); only the score leaves this node.
                 record(policy.grounded(raw, [p["text"] for p in passages], embedder))
             if pii_kinds:
-                from setpoint.tools.policy import Verdict
+                from setpoint.tools.verdict import Verdict
 
                 escalate_pii = policy.pii.action == "escalate"
                 record(
@@ -91,9 +65,9 @@ def make_check_output(res: Resources) -> Any:
             uncertainty = output_problem(
                 answer,
                 answer_entropy=float(state.get("answer_entropy", 0.0)),
-                abstain_above=thresholds.abstain_above,
+                abstain_above=ctx.abstain_above,
                 used_passages=bool(passages),
-                budget_spent=int(state.get("retrieval_calls", 0)) >= thresholds.max_retrievals,
+                budget_spent=int(state.get("retrieval_calls", 0)) >= ctx.max_retrievals,
                 uncertain_after_budget=bool(state.get("uncertain_after_budget")),
                 escalate_after_budget=ctx.escalate_after_budget,
             )
@@ -110,13 +84,18 @@ def make_check_output(res: Resources) -> Any:
                     "setpoint.failed_checks": [f["reason"] for f in failed],
                 },
             )
-            update: dict[str, Any] = {"verdicts": verdicts, "answer": answer}
-            if not failed:
+            guardrail_results(
+                span,
+                verdicts[len(state.get("verdicts") or []) :],
+                policy_id=policy.source,
+                source="output",
+            )
+            decision = after_check([f["reason"] for f in failed], state.get("route", "answer"))
+            if failed:
+                span.set_attribute(ATTR.ROUTE, "escalate")
+                span.set_attribute(ATTR.REASON, str(decision.reason))
+            else:
                 span.set_attribute(ATTR.ROUTE, state.get("route", "answer"))
-                return update
-            reason = failed[0]["reason"]
-            span.set_attribute(ATTR.ROUTE, "escalate")
-            span.set_attribute(ATTR.REASON, reason)
-            return {**update, "route": "escalate", "reason": reason}
+            return {"verdicts": verdicts, "answer": answer, **decision.update()}
 
     return check_output

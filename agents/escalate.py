@@ -10,14 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from setpoint.agents.resources import Resources, RunContext
+from setpoint.agents.resources import Resources
 from setpoint.errors import InputError
 from setpoint.tracing import ATTR, node_span, set_attributes
+
+if TYPE_CHECKING:
+    from setpoint.graphs.context import Context
 
 __all__ = ["ReviewDecision", "abstention", "make_escalate", "parse_review", "review_payload"]
 
@@ -102,7 +105,7 @@ def _number(value: Any) -> float | None:
 
 
 def review_payload(
-    state: Mapping[str, Any], reason: str, thresholds: Any, redact: Any
+    state: Mapping[str, Any], reason: str, thresholds: Context, redact: Any
 ) -> dict[str, Any]:
     """What a reviewer sees: JSON-serialisable, PII redacted. Pure.
 
@@ -148,7 +151,7 @@ def review_payload(
 
 
 def make_escalate(res: Resources) -> Any:
-    def escalate(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    def escalate(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         ctx = runtime.context
         reason = state.get("reason") or "uncertain"
         policy = res.policy(ctx.policy_file)
@@ -157,9 +160,7 @@ def make_escalate(res: Resources) -> Any:
         if ctx.review:
             # interrupt() raises on the first pass (the run pauses here) and returns the
             # reviewer's value when the run is resumed, re-executing this node from the top.
-            payload = review_payload(
-                state, reason, ctx.thresholds(), lambda text: policy.redact(text)[0]
-            )
+            payload = review_payload(state, reason, ctx, lambda text: policy.redact(text)[0])
             decision = parse_review(interrupt(payload))
         with node_span(res.tracer, "escalate") as span:
             set_attributes(span, {ATTR.ROUTE: "escalate", ATTR.REASON: reason})

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage
 from langgraph.runtime import Runtime
 
-from setpoint.agents.resources import Resources, RunContext
+from setpoint.agents.decide import final_route
+from setpoint.agents.resources import Resources
 from setpoint.tracing import ATTR, node_span, set_attributes
+
+if TYPE_CHECKING:
+    from setpoint.graphs.context import Context
 
 __all__ = ["make_finalize"]
 
 
 def make_finalize(res: Resources) -> Any:
-    def finalize(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
-        thresholds = runtime.context.thresholds()
+    def finalize(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
+        ctx = runtime.context
         with node_span(res.tracer, "finalize") as span:
             status = state.get("status") or "answered"
-            route = state.get("route") or "answer"
-            if route not in {"answer", "retrieve", "tool", "escalate"}:
-                route = "answer"
-            passages = (state.get("passages") or []) if status == "answered" else []
+            route = final_route(state.get("route"))
+            # An unsure answer is a best guess: it keeps its citations so a reader can check it.
+            given = status in ("answered", "unsure")
+            passages = (state.get("passages") or []) if given else []
             citations = [
                 {
                     "index": i,
@@ -43,8 +47,8 @@ def make_finalize(res: Resources) -> Any:
                 "status": status,
                 "probe_entropy": probe.get("signal"),
                 "answer_entropy": state.get("answer_entropy"),
-                "setpoint": thresholds.setpoint,
-                "probe_setpoint": thresholds.probe_setpoint,
+                "setpoint": ctx.setpoint,
+                "probe_setpoint": ctx.probe_setpoint,
                 "retrieval_calls": int(state.get("retrieval_calls", 0)),
                 "retrieval_unavailable": unavailable,
                 "adapter": state.get("adapter"),

@@ -1,22 +1,32 @@
 """Node ``generate``: decode the answer token by token under the thermostat.
 
 Closed-book (no passages yet) or with the retrieved passages. When the smoothed entropy
-stays above the setpoint for N steps and the retrieval budget allows, decoding stops and the
-graph goes back to retrieval with the question plus the partial answer as the query.
+stays above the setpoint for N steps and the retrieval budget allows, decoding stops and
+``decide.after_generation`` sends the graph back to retrieval with the question plus the
+partial answer as the query; a reader answer is also scored for its uncertainty, which the
+same decision compares with the reader setpoint.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
+from setpoint.adapters.domain.hops import bridge_query, echo_overlap
+from setpoint.agents.decide import after_generation, reader_setpoint, retrievals_spent
 from setpoint.agents.probe import select_adapter
-from setpoint.agents.resources import Resources, RunContext
+from setpoint.agents.resources import Resources
 from setpoint.agents.thermostat import Thermostat
 from setpoint.tracing import ATTR, node_span, set_attributes
+
+if TYPE_CHECKING:
+    from setpoint.adapters.domain.reader_probe import ReaderProbe
+    from setpoint.adapters.model.generator import GeneratedToken, Generator, Passage
+    from setpoint.graphs.context import Context
 
 __all__ = ["make_generate"]
 
@@ -28,59 +38,201 @@ def _stream_writer() -> Any:
         return lambda _chunk: None
 
 
-def _reader_options(ctx: Any) -> tuple[str | None, bool, float]:
-    """Reader adapter, grounded decoding and reader setpoint of a run.
+@dataclass
+class _Pass:
+    """What one decoding pass produced and measured."""
 
-    ``graphs.context.Context`` has all three; a leaner ``RunContext`` gets the plain reader
-    (base model, free decoding, never abstains).
-    """
-    return (
-        getattr(ctx, "reader_adapter", None),
-        bool(getattr(ctx, "grounded", False)),
-        float(getattr(ctx, "reader_setpoint", math.inf)),
+    phase: str
+    trace: list[dict[str, Any]]
+    pieces: list[str] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    tokens: list[GeneratedToken] = field(default_factory=list)
+    fired_at: int | None = None
+    finish: str = "length"
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces).strip()
+
+    @property
+    def mean_entropy(self) -> float:
+        return sum(self.entropies) / len(self.entropies) if self.entropies else 0.0
+
+
+def _choose_adapter(
+    res: Resources, ctx: Context, state: dict[str, Any], passages: list[Passage]
+) -> tuple[str | None, Any]:
+    """The pass's LoRA adapter (switched to) and its decoding constraint (None: free decoding)."""
+    generator = res.generator()
+    if passages:
+        from setpoint.adapters.lora.reader import resolve_reader
+        from setpoint.adapters.model.quoting import SpanConstraint
+
+        # The retrieve route reads with the reader adapter; the answer route keeps the
+        # knowledge adapter. PEFT switches them on the one loaded base model.
+        adapter = select_adapter(res, resolve_reader(generator.model.config, ctx.reader_adapter))
+        constraint = SpanConstraint.for_generator(generator, passages) if ctx.grounded else None
+        return adapter, constraint
+    # With a registry, the probe picked this question's knowledge adapter.
+    registry = ctx.adapter is None and bool(ctx.adapters or res.settings.adapters)
+    return select_adapter(res, state.get("adapter") if registry else ctx.adapter), None
+
+
+def _decode(
+    generator: Generator,
+    prompt: list[int],
+    ctx: Context,
+    thermostat: Thermostat,
+    out: _Pass,
+    *,
+    constraint: Any,
+    keep_prompt: bool,
+    probe: ReaderProbe | None,
+) -> None:
+    """Stream tokens into ``out`` until a stop token, the length limit or the thermostat fires."""
+    write = _stream_writer()
+    token_stream = generator.stream(
+        prompt,
+        max_new_tokens=ctx.max_new_tokens,
+        logits_processor=constraint,
+        keep_prompt=keep_prompt,
+        capture_layers=probe.layers if probe is not None else (),
     )
+    for token in token_stream:
+        out.tokens.append(token)
+        signals = token.signals
+        event = thermostat.update(
+            signals.surprisal if ctx.trigger == "surprisal" else signals.entropy
+        )
+        record = {
+            "phase": out.phase,
+            "step": token.index,
+            "token": token.text,
+            "entropy": round(signals.entropy, 4),
+            "ema": round(event.ema, 4),
+            "margin": round(signals.margin, 4),
+            "top_prob": round(signals.top_prob, 6),
+            "lens": {str(k): round(v, 4) for k, v in signals.lens_entropy.items()},
+            "fired": event.fired,
+        }
+        out.trace.append(record)
+        write({"type": "token", **record})
+        if token.token_id in generator.stop_ids:
+            out.finish = "stop"
+            break
+        out.pieces.append(token.text)
+        out.entropies.append(signals.entropy)
+        if event.fired:
+            out.fired_at, out.finish = token.index, "thermostat"
+            write(
+                {
+                    "type": "thermostat",
+                    "step": token.index,
+                    "ema": event.ema,
+                    "setpoint": ctx.setpoint,
+                }
+            )
+            break
+    # Closed now, not whenever it is collected: with keep_prompt, closing puts the
+    # prompt's KV cache back for the samples drawn after it.
+    token_stream.close()
+
+
+def _reader_uncertainty(
+    res: Resources,
+    ctx: Context,
+    generator: Generator,
+    prompt: list[int],
+    question: str,
+    passages: list[Passage],
+    out: _Pass,
+    probe: ReaderProbe | None,
+) -> tuple[float, dict[str, Any]]:
+    """The reader answer's uncertainty (probe, sampled disagreement or surprisal) and its span attributes."""
+    from setpoint.adapters.model.quoting import (
+        answer_disagreement,
+        locate_quote,
+        reader_uncertainty,
+        sample_answers,
+        sampled_uncertainty,
+    )
+
+    text, disagreement = out.text, None
+    if probe is not None:
+        uncertainty = probe.score(out.tokens, question=question, passages=passages, answer=text)
+        signal = "probe"
+    elif ctx.reader_samples > 0:
+        drawn = sample_answers(
+            generator,
+            prompt,
+            passages,
+            ctx.reader_samples,
+            grounded=ctx.grounded,
+            max_new_tokens=ctx.max_new_tokens,
+        )
+        disagreement = answer_disagreement(text, drawn)
+        uncertainty = sampled_uncertainty(disagreement, reader_uncertainty(out.tokens))
+        signal = "sampled"
+    else:
+        uncertainty, signal = reader_uncertainty(out.tokens), "surprisal"
+    quote = locate_quote(text, passages)
+    return uncertainty, {
+        "setpoint.reader_signal": signal,
+        "setpoint.reader_samples": ctx.reader_samples,
+        "setpoint.reader_disagreement": disagreement,
+        "setpoint.reader_uncertainty": uncertainty,
+        "setpoint.reader_setpoint": reader_setpoint(ctx, signal),
+        "setpoint.quote_passage_id": quote.passage_id if quote else None,
+    }
+
+
+def _chat_attributes(
+    ctx: Context, out: _Pass, first: int, thermostat: Thermostat
+) -> dict[str, Any]:
+    """The chat span's numbers after decoding (no text: what `setpoint trace` draws)."""
+    return {
+        ATTR.OUTPUT_TOKENS: len(out.pieces),
+        ATTR.FINISH_REASONS: [out.finish],
+        ATTR.THERMOSTAT_FIRED_AT: out.fired_at,
+        ATTR.TOKEN_ENTROPY: [r["entropy"] for r in out.trace[first:]],
+        ATTR.TOKEN_EMA: [r["ema"] for r in out.trace[first:]],
+        ATTR.SETPOINT: thermostat.thresholds.setpoint,
+        ATTR.HYSTERESIS: thermostat.thresholds.hysteresis,
+        ATTR.TRIGGER: ctx.trigger,
+    }
 
 
 def make_generate(res: Resources) -> Any:
-    def generate(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    def generate(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         from setpoint.adapters.model.generator import Passage
 
         ctx = runtime.context
-        thresholds = ctx.thresholds()
         question = state["question"]
         passages = [
             Passage(p["id"], p.get("title", ""), p["text"]) for p in state.get("passages") or []
         ]
-        retrievals = int(state.get("retrieval_calls", 0))
-        phase = "reader" if passages else "closed_book"
-        write = _stream_writer()
-        reader_adapter, grounded, reader_setpoint = _reader_options(ctx)
-        with node_span(res.tracer, "generate", **{"setpoint.phase": phase}) as node:
+        retrievals = retrievals_spent(
+            ctx, int(state.get("retrieval_calls", 0)), bool(state.get("retrieval_unavailable"))
+        )
+        earlier = list(state.get("signal_trace") or [])
+        out = _Pass("reader" if passages else "closed_book", trace=list(earlier))
+        with node_span(res.tracer, "generate", **{"setpoint.phase": out.phase}) as node:
             generator = res.generator()
-            if passages:
-                from setpoint.adapters.lora.reader import resolve_reader
-                from setpoint.adapters.model.quoting import SpanConstraint
-
-                # The retrieve route reads with the reader adapter; the answer route keeps
-                # the knowledge adapter. PEFT switches them on the one loaded base model.
-                adapter = select_adapter(
-                    res, resolve_reader(generator.model.config, reader_adapter)
-                )
-                constraint = SpanConstraint.for_generator(generator, passages) if grounded else None
-            else:
-                # With a registry, the probe picked this question's knowledge adapter.
-                folders: tuple[str, ...] = getattr(ctx, "adapters", None) or ()
-                registry = ctx.adapter is None and bool(folders or res.settings.adapters)
-                adapter = select_adapter(res, state.get("adapter") if registry else ctx.adapter)
-                constraint = None
+            adapter, constraint = _choose_adapter(res, ctx, state, passages)
             prompt = generator.prompt_ids(question, passages)
-            thermostat = Thermostat(thresholds, retrievals_used=retrievals)
-            trace: list[dict[str, Any]] = list(state.get("signal_trace") or [])
-            pieces: list[str] = []
-            entropies: list[float] = []
-            tokens: list[Any] = []
-            fired_at: int | None = None
-            finish = "length"
+            # A reader pass never stops mid-answer to retrieve: whether the passages held the
+            # answer is the reader's uncertainty's call, after the answer (a second hop).
+            thermostat = Thermostat(
+                ctx, retrievals_used=ctx.max_retrievals if passages else retrievals
+            )
+            samples = ctx.reader_samples if passages else 0
+            # The reader adapter's own probe scores the answer (unless sampling is asked
+            # for); it reads hidden states of the decoding passes, kept as they run.
+            probe = (
+                res.reader_probe(adapter)
+                if passages and samples == 0 and ctx.reader_probe
+                else None
+            )
             with res.tracer.start_as_current_span(f"chat {generator.name}") as chat:
                 set_attributes(
                     chat,
@@ -94,178 +246,83 @@ def make_generate(res: Resources) -> Any:
                         ATTR.ADAPTER: adapter,
                     },
                 )
-                samples = int(getattr(ctx, "reader_samples", 0)) if passages else 0
-                # The reader adapter's own probe scores the answer (unless sampling is asked
-                # for); it reads hidden states of the decoding passes, kept as they run.
-                probe = (
-                    res.reader_probe(adapter)
-                    if passages and samples == 0 and getattr(ctx, "reader_probe", False)
-                    else None
-                )
-                token_stream = generator.stream(
+                _decode(
+                    generator,
                     prompt,
-                    max_new_tokens=ctx.max_new_tokens,
-                    logits_processor=constraint,
+                    ctx,
+                    thermostat,
+                    out,
+                    constraint=constraint,
                     keep_prompt=samples > 0,
-                    capture_layers=probe.layers if probe is not None else (),
+                    probe=probe,
                 )
-                for token in token_stream:
-                    tokens.append(token)
-                    watched = (
-                        token.signals.surprisal
-                        if ctx.trigger == "surprisal"
-                        else token.signals.entropy
-                    )
-                    event = thermostat.update(watched)
-                    record = {
-                        "phase": phase,
-                        "step": token.index,
-                        "token": token.text,
-                        "entropy": round(token.signals.entropy, 4),
-                        "ema": round(event.ema, 4),
-                        "margin": round(token.signals.margin, 4),
-                        "top_prob": round(token.signals.top_prob, 6),
-                        "lens": {
-                            str(k): round(v, 4) for k, v in token.signals.lens_entropy.items()
-                        },
-                        "fired": event.fired,
-                    }
-                    trace.append(record)
-                    write({"type": "token", **record})
-                    if token.token_id in generator.stop_ids:
-                        finish = "stop"
-                        break
-                    pieces.append(token.text)
-                    entropies.append(token.signals.entropy)
-                    if event.fired:
-                        fired_at = token.index
-                        finish = "thermostat"
-                        write(
-                            {
-                                "type": "thermostat",
-                                "step": token.index,
-                                "ema": event.ema,
-                                "setpoint": thresholds.setpoint,
-                            }
-                        )
-                        break
-                # Closed now, not whenever it is collected: with keep_prompt, closing puts
-                # the prompt's KV cache back for the samples below.
-                token_stream.close()
-                text = "".join(pieces).strip()
-                set_attributes(
-                    chat,
-                    {
-                        ATTR.OUTPUT_TOKENS: len(pieces),
-                        ATTR.FINISH_REASONS: [finish],
-                        ATTR.THERMOSTAT_FIRED_AT: fired_at,
-                        # Numbers only (no text): what `setpoint trace` draws.
-                        ATTR.TOKEN_ENTROPY: [
-                            r["entropy"] for r in trace[len(state.get("signal_trace") or []) :]
-                        ],
-                        ATTR.TOKEN_EMA: [
-                            r["ema"] for r in trace[len(state.get("signal_trace") or []) :]
-                        ],
-                        ATTR.SETPOINT: thresholds.setpoint,
-                        ATTR.HYSTERESIS: thresholds.hysteresis,
-                        ATTR.TRIGGER: ctx.trigger,
-                    },
-                )
+                set_attributes(chat, _chat_attributes(ctx, out, len(earlier), thermostat))
                 if res.settings.trace_content:
                     set_attributes(
                         chat,
                         {
                             ATTR.INPUT_MESSAGES: generator.messages(question, passages),
-                            ATTR.OUTPUT_MESSAGES: [{"role": "assistant", "content": text}],
+                            ATTR.OUTPUT_MESSAGES: [{"role": "assistant", "content": out.text}],
                         },
                     )
-            mean_entropy = sum(entropies) / len(entropies) if entropies else 0.0
-            update: dict[str, Any] = {
-                "signal_trace": trace,
-                "adapter": adapter,
-                "answer_entropy": mean_entropy,
-                "pending_retrieval": fired_at is not None,
-            }
-            uncertainty = math.nan
-            if passages and fired_at is None:
-                from setpoint.adapters.model.quoting import (
-                    answer_disagreement,
-                    locate_quote,
-                    reader_uncertainty,
-                    sample_answers,
-                    sampled_uncertainty,
+            uncertainty, signal, echo, bridge = math.nan, "probe", 0.0, None
+            if passages and out.fired_at is None:
+                uncertainty, reader_attrs = _reader_uncertainty(
+                    res, ctx, generator, prompt, question, passages, out, probe
                 )
-
-                disagreement = None
-                if probe is not None:
-                    uncertainty = probe.score(
-                        tokens, question=question, passages=passages, answer=text
-                    )
-                    signal = "probe"
-                elif samples > 0:
-                    drawn = sample_answers(
-                        generator,
-                        prompt,
-                        passages,
-                        samples,
-                        grounded=grounded,
-                        max_new_tokens=ctx.max_new_tokens,
-                    )
-                    disagreement = answer_disagreement(text, drawn)
-                    uncertainty = sampled_uncertainty(disagreement, reader_uncertainty(tokens))
-                    signal = "sampled"
-                else:
-                    uncertainty, signal = reader_uncertainty(tokens), "surprisal"
-                quote = locate_quote(text, passages)
+                signal = str(reader_attrs["setpoint.reader_signal"])
+                bridge = bridge_query(question, state.get("passages") or [], out.text)
                 set_attributes(
                     node,
                     {
                         "setpoint.grounded": constraint is not None,
-                        "setpoint.reader_signal": signal,
-                        "setpoint.reader_samples": samples,
-                        "setpoint.reader_disagreement": disagreement,
-                        "setpoint.reader_uncertainty": uncertainty,
-                        "setpoint.reader_setpoint": reader_setpoint,
-                        "setpoint.quote_passage_id": quote.passage_id if quote else None,
+                        **reader_attrs,
+                        # The query is text: only with trace_content, like every text in spans.
+                        "setpoint.bridge_query": bridge if res.settings.trace_content else None,
                     },
                 )
-            if fired_at is not None:
-                update.update(
-                    route="retrieve",
-                    reason=(
-                        f"entropy EMA {thermostat.ema:.2f} above setpoint {thresholds.setpoint:g} "
-                        f"for {thresholds.consecutive_steps} steps at token {fired_at}"
-                    ),
-                    partial_answer=text,
-                    query=f"{question} {text}".strip(),
-                )
+            elif out.fired_at is None:
+                echo = echo_overlap(out.text, question)
+                node.set_attribute("setpoint.echo_overlap", echo)
+            decision = after_generation(
+                ctx,
+                fired_at=out.fired_at,
+                ema=thermostat.ema,
+                read_passages=bool(passages),
+                reader_uncertainty=uncertainty,
+                mean_entropy=out.mean_entropy,
+                tokens=len(out.entropies),
+                reader_signal=signal,
+                echo=echo,
+                retrievals_used=retrievals,
+                bridge=bridge,
+                answered=bool(out.text),
+            )
+            update: dict[str, Any] = {
+                "signal_trace": out.trace,
+                "adapter": adapter,
+                "answer_entropy": out.mean_entropy,
+                **decision.update(),
+            }
+            if out.fired_at is not None:
+                update.update(partial_answer=out.text, query=f"{question} {out.text}".strip())
+            elif decision.next_node == "retrieve" and passages:
+                # Second hop: the bridge query; the first hop's answer stays the fallback.
+                update.update(answer=out.text, query=bridge)
+            elif decision.next_node == "retrieve":
+                # Echo: the question itself; the echo is what a failed search falls back to.
+                update.update(partial_answer=out.text, query=question)
             else:
-                update.update(
-                    answer=text,
-                    route="retrieve" if passages else "answer",
-                    uncertain_after_budget=thermostat.fired_after_budget,
-                )
-                if passages and uncertainty > reader_setpoint:
-                    # Selective answering: check_output passes the route on to escalate.
-                    update.update(
-                        route="escalate",
-                        reason=(
-                            f"uncertain_after_retrieval:reader uncertainty {uncertainty:.2f} "
-                            f"> reader setpoint {reader_setpoint:g}"
-                        ),
-                    )
-                elif not passages:
-                    update["reason"] = (
-                        f"entropy EMA stayed under setpoint {thresholds.setpoint:g} "
-                        f"(mean {mean_entropy:.2f} over {len(entropies)} tokens)"
-                    )
+                update.update(answer=out.text, uncertain_after_budget=thermostat.fired_after_budget)
             set_attributes(
                 node,
                 {
-                    ATTR.ROUTE: update["route"],
-                    ATTR.REASON: update.get("reason", state.get("reason")),
-                    ATTR.ENTROPY: thermostat.ema if thermostat.ema is not None else mean_entropy,
-                    ATTR.SETPOINT: thresholds.setpoint,
+                    ATTR.ROUTE: decision.route,
+                    ATTR.REASON: decision.reason or state.get("reason"),
+                    ATTR.ENTROPY: thermostat.ema
+                    if thermostat.ema is not None
+                    else out.mean_entropy,
+                    ATTR.SETPOINT: ctx.setpoint,
                     ATTR.RETRIEVAL_CALLS: retrievals,
                     ATTR.ADAPTER: adapter,
                 },

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
-from setpoint.agents.resources import Resources, RunContext
+from setpoint.agents.decide import after_guard
+from setpoint.agents.resources import Resources
 from setpoint.errors import InputError
 from setpoint.tools.registry import match_question
-from setpoint.tracing import ATTR, node_span
+from setpoint.tracing import ATTR, guardrail_results, node_span
+
+if TYPE_CHECKING:
+    from setpoint.graphs.context import Context
 
 __all__ = ["make_guard_input", "question_from_state", "validate_question"]
 
@@ -32,7 +36,6 @@ PER_QUESTION_RESET: dict[str, Any] = {
     "adapter": None,
     "answer_entropy": 0.0,
     "uncertain_after_budget": False,
-    "pending_retrieval": False,
     "status": "answered",
     "draft_answer": "",
     "decision": {},
@@ -87,7 +90,7 @@ def question_from_state(state: dict[str, Any]) -> object:
 
 
 def make_guard_input(res: Resources) -> Any:
-    def guard_input(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    def guard_input(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         with node_span(res.tracer, "guard_input") as span:
             question = validate_question(
                 question_from_state(state), res.settings.max_question_chars
@@ -101,23 +104,20 @@ def make_guard_input(res: Resources) -> Any:
                 "question": question,
                 "verdicts": [{**verdict.to_dict(), "target": "question"}],
             }
+            guardrail_results(span, update["verdicts"], policy_id=policy.source, source="input")
             if not state.get("messages") or state.get("question"):
                 update["messages"] = [HumanMessage(question)]
-            if verdict.allowed:
-                # A registered tool that declares it handles the question answers it (route
-                # "tool", see call_tool); every other question goes on to the probe.
-                match = match_question(question)
-                if match is None:
-                    update["route"] = "probe"
-                else:
-                    update["route"] = "tool"
-                    update["tool_call"] = {"name": match.name, "args": match.args}
-                    span.set_attribute(ATTR.TOOL, match.name)
-            else:
-                update["route"] = "escalate"
-                update["reason"] = verdict.reason
-            span.set_attribute(ATTR.ROUTE, update["route"])
-            if not verdict.allowed:
+            # A registered tool that declares it handles the question answers it (see
+            # call_tool); asked only for questions the policy allows.
+            match = match_question(question) if verdict.allowed else None
+            decision = after_guard(verdict.allowed, verdict.reason, match.name if match else None)
+            update.update(decision.update())
+            if match is not None:
+                update["tool_call"] = {"name": match.name, "args": match.args}
+                span.set_attribute(ATTR.TOOL, match.name)
+            # Before any answer route is chosen, the span names the next hop (probe).
+            span.set_attribute(ATTR.ROUTE, decision.route or decision.next_node)
+            if decision.route == "escalate":
                 span.set_attribute(ATTR.REASON, verdict.reason)
             return update
 

@@ -1,16 +1,20 @@
-"""Node ``probe``: one prefill pass over the closed-book prompt, its signals, and the route they choose."""
+"""Node ``probe``: one prefill pass over the closed-book prompt and its signals; ``decide.after_probe`` routes on them."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
-from setpoint.agents.resources import Resources, RunContext
-from setpoint.agents.thermostat import choose_route, probe_signal
+from setpoint.agents.decide import after_probe
+from setpoint.agents.resources import Resources
+from setpoint.agents.thermostat import probe_signal
 from setpoint.errors import InputError, RetrievalError
 from setpoint.tracing import ATTR, node_span, set_attributes
+
+if TYPE_CHECKING:
+    from setpoint.graphs.context import Context
 
 __all__ = ["make_probe", "select_adapter", "select_knowledge"]
 
@@ -63,10 +67,9 @@ def select_knowledge(
 
 
 def make_probe(res: Resources) -> Any:
-    def probe(state: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    def probe(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         ctx = runtime.context
-        thresholds = ctx.thresholds()
-        folders = tuple(getattr(ctx, "adapters", ()) or ()) or res.settings.adapters
+        folders = ctx.adapters or res.settings.adapters
         with node_span(res.tracer, "probe") as span:
             if ctx.adapter is None and folders:
                 adapter, how, candidates = select_knowledge(res, state["question"], folders)
@@ -90,33 +93,23 @@ def make_probe(res: Resources) -> Any:
             else:
                 signals = generator.probe(prompt)
                 signal = probe_signal(signals.entropy, signals.lens_entropy)
-            route = choose_route(
-                signal, thresholds, retrievals_used=state.get("retrieval_calls", 0)
-            )
-            what = "probe P(wrong)" if probe_score is not None else "probe entropy"
-            if route == "answer":
-                reason = f"{what} {signal:.2f} <= probe setpoint {thresholds.probe_setpoint:g}"
-            elif route == "retrieve":
-                reason = f"{what} {signal:.2f} > probe setpoint {thresholds.probe_setpoint:g}"
-            elif signal > thresholds.escalate_above:
-                reason = f"{what} {signal:.2f} > escalate_above {thresholds.escalate_above:g}"
-            else:
-                reason = "retrieval needed but the retrieval budget is 0"
             stale = _stale_knowledge(res, state["question"], adapter, ctx.alpha, span)
-            if stale is not None and route == "answer":
-                # Never answer from superseded weights: the index has the current fact.
-                reason = stale.reason(str(adapter))
-                route = "retrieve" if thresholds.max_retrievals > 0 else "escalate"
-            span.set_attribute(ATTR.ROUTE, route)
-            span.set_attribute(ATTR.REASON, reason)
+            decision = after_probe(
+                signal,
+                ctx,
+                retrievals_used=state.get("retrieval_calls", 0),
+                calibrated=probe_score is not None,
+                stale=stale.reason(str(adapter)) if stale is not None else None,
+            )
+            span.set_attribute(ATTR.ROUTE, str(decision.route))
+            span.set_attribute(ATTR.REASON, str(decision.reason))
             span.set_attribute(ATTR.ENTROPY, signal)
-            span.set_attribute(ATTR.SETPOINT, thresholds.probe_setpoint)
+            span.set_attribute(ATTR.SETPOINT, ctx.probe_setpoint)
             span.set_attribute(ATTR.INPUT_TOKENS, len(prompt))
             if adapter:
                 span.set_attribute(ATTR.ADAPTER, adapter)
             return {
-                "route": route,
-                "reason": reason if route != "escalate" else f"uncertain:{reason}",
+                **decision.update(),
                 "probe": {
                     **signals.to_dict(),
                     "signal": signal,

@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from setpoint.errors import SetpointError
 from setpoint.settings import Settings
@@ -22,17 +22,17 @@ from setpoint.tracing import tracer_from
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
     from langchain_core.tools import BaseTool
+    from langgraph.cache.memory import InMemoryCache
     from opentelemetry.trace import Tracer, TracerProvider
 
     from setpoint.adapters.domain.linear_probe import LinearProbe
     from setpoint.adapters.domain.reader_probe import ReaderProbe
     from setpoint.adapters.lora.knowledge import AdapterCard
     from setpoint.adapters.model.generator import Generator
-    from setpoint.agents.thermostat import Thresholds
     from setpoint.tools.freshness import StaleKnowledge
     from setpoint.tools.policy import Policy
 
-__all__ = ["Resources", "RunContext"]
+__all__ = ["Resources"]
 
 
 @lru_cache(maxsize=4)
@@ -42,25 +42,6 @@ def _shared_embedder(embedder_dir: Path | None, cache_dir: Path) -> Embeddings:
     from setpoint.adapters.model.embedder import Embedder
 
     return Embedder.from_settings(Settings(cache_dir=cache_dir, embedder_dir=embedder_dir))
-
-
-class RunContext(Protocol):
-    """The run-time settings nodes read (``setpoint.graphs.context.Context`` satisfies it)."""
-
-    # LangGraph's Runtime[...] accepts dataclass-like contexts; Context is a dataclass.
-    __dataclass_fields__: ClassVar[dict[str, Any]]
-
-    top_k: int
-    alpha: float
-    max_new_tokens: int
-    adapter: str | None
-    policy_file: str | None
-    trigger: str
-    probe_path: str | None
-    review: bool
-    escalate_after_budget: bool
-
-    def thresholds(self) -> Thresholds: ...
 
 
 @dataclass
@@ -94,6 +75,7 @@ class Resources:
     _reader_probes: dict[str, ReaderProbe | None] = field(default_factory=dict, repr=False)
     _cards: dict[str, AdapterCard | None] = field(default_factory=dict, repr=False)
     _stale: StaleKnowledge | None = field(default=None, repr=False)
+    _retrievals: InMemoryCache[Any] | None = field(default=None, repr=False)
 
     @property
     def tracer(self) -> Tracer:
@@ -102,10 +84,15 @@ class Resources:
     def generator(self) -> Generator:
         with self._lock:
             if self._generator is None:
-                from setpoint.adapters.model.generator import Generator
+                from setpoint.adapters.model.generator import BatchLimits, Generator
 
+                settings = self.settings
                 self._generator = Generator.from_pretrained(
-                    self.settings.generator_dir, threads=self.settings.threads
+                    settings.generator_dir,
+                    threads=settings.threads,
+                    batching=BatchLimits(settings.max_batch, settings.max_queue)
+                    if settings.batching
+                    else None,
                 )
             return self._generator
 
@@ -185,6 +172,19 @@ class Resources:
             if self._stale is None:
                 self._stale = StaleKnowledge()
             return self._stale
+
+    def retrieval_cache(self) -> InMemoryCache[Any]:
+        """LangGraph's cache of this process's search results (see ``agents.retrieve``)."""
+        from langgraph.cache.memory import InMemoryCache
+
+        with self._lock:
+            if self._retrievals is None:
+                self._retrievals = InMemoryCache()
+            return self._retrievals
+
+    def forget_retrievals(self) -> None:
+        """Drop cached search results; call after the index changed (an ingest, a deletion)."""
+        self.retrieval_cache().clear()
 
     def linear_probe(self, path: str) -> LinearProbe:
         """The calibrated probe at ``path``, loaded once."""

@@ -1,7 +1,7 @@
 """Prove the controller: a tuned core, a calibrated probe and thermostat, and every strategy on one stream.
 
 The question stream is SQuAD (``../shared/data/squad``) with its article titles split into a
-*core* and a *fringe* half (``setpoint.jobs.evaluation.split_titles``, seed recorded). The run:
+*core* and a *fringe* half (``setpoint.jobs.eval_questions.split_titles``, seed recorded). The run:
 
 1. **Core adapter.** A knowledge LoRA adapter is tuned closed-book on every core question of
    the stream's first ``--calibrate + --eval`` questions: those facts now live in the weights;
@@ -45,15 +45,11 @@ def train_core_adapter(
     settings: Any,
 ) -> dict[str, Any]:
     """Tune (or find) the knowledge adapter on the core questions; returns its training record."""
+    from setpoint.adapters.lora.config import TuningConfig
+    from setpoint.adapters.lora.examples import TrainingGroup
     from setpoint.adapters.lora.qa_data import QARecord, TitleSplit, load_squad
-    from setpoint.adapters.lora.training import (
-        RECORD_FILE,
-        TrainingGroup,
-        TuningConfig,
-        base_model_card,
-        save_adapter,
-        train_lora,
-    )
+    from setpoint.adapters.lora.record import RECORD_FILE, base_model_card
+    from setpoint.adapters.lora.training import save_adapter, train_lora
     from setpoint.adapters.model.generator import Generator
 
     config = TuningConfig(
@@ -102,7 +98,7 @@ def train_core_adapter(
         eval=tuple(sorted(fringe_titles)),
         seed=args.seed,
         eval_fraction=1.0 - args.core_fraction,
-        rule="core/fringe title split of benchmarks/controller.py (setpoint.jobs.evaluation.split_titles)",
+        rule="core/fringe title split of benchmarks/controller.py (setpoint.jobs.eval_questions.split_titles)",
     )
     save_adapter(model, out, config=config, record=record, split=split)
     return record
@@ -136,13 +132,9 @@ def main() -> None:
 
     from setpoint.api import Setpoint, calibrated_context
     from setpoint.jobs.calibration import calibrate
-    from setpoint.jobs.evaluation import (
-        build_stream,
-        evaluate,
-        load_squad,
-        print_table,
-        split_titles,
-    )
+    from setpoint.jobs.eval_questions import build_stream, load_squad, split_titles
+    from setpoint.jobs.eval_report import print_table
+    from setpoint.jobs.evaluation import evaluate
     from setpoint.settings import Settings
 
     settings = Settings.from_env().replace(collection="SetpointEval")

@@ -171,7 +171,24 @@ def main() -> int:
     parser.add_argument("--request-timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "reliability.json"))
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="generator-level load in this process, serialised vs batched (load_generator.py)",
+    )
+    parser.add_argument("--levels", default="1,4,16", help="--in-process: conversation counts")
     args = parser.parse_args()
+    if args.in_process:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from load_generator import run_in_process
+
+        levels = [int(n) for n in args.levels.split(",")]
+        section = run_in_process(levels, args.duration, GENERAL)
+        out = Path(args.out)
+        data = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+        data["load_in_process"] = {"command": " ".join(sys.argv), **section}
+        out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        return 0
     squad_dir = Path(
         os.environ.get("SETPOINT_SQUAD_DIR", ROOT.parent / "shared" / "data" / "squad")
     )

@@ -77,7 +77,7 @@ def main() -> None:
 
     def run_stream(ids: list[int]) -> int:
         gen.probe(ids)
-        thermostat = Thermostat(ctx.thresholds())
+        thermostat = Thermostat(ctx)
         n = 0
         for token in gen.stream(ids, max_new_tokens=args.max_new_tokens):
             thermostat.update(token.signals.entropy)

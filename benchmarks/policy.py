@@ -299,7 +299,7 @@ def bench_reader(
 
     settings = Settings.from_env()
     generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
-    thresholds = Context().thresholds()
+    thresholds = Context()
     rng = random.Random(21)
     ids = list(passages)
     rows = []

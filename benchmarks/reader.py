@@ -192,7 +192,7 @@ def main() -> None:
     from setpoint.adapters.domain.reader_probe import load_reader_probe
     from setpoint.adapters.lora.qa_data import TitleSplit, load_squad, sample_questions
     from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
-    from setpoint.adapters.lora.training import SPLIT_FILE
+    from setpoint.adapters.lora.record import SPLIT_FILE
     from setpoint.adapters.model.generator import Generator, Passage
     from setpoint.adapters.model.quoting import TokenTable, answer_question
     from setpoint.settings import Settings

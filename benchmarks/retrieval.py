@@ -326,7 +326,7 @@ def _passage_vectors(store: Any, records: list[Any]) -> dict[str, Any]:
     from weaviate.classes.query import Filter
 
     vectors: dict[str, Any] = {}
-    collection = store._collection()
+    collection = store.collection()
     response = collection.query.fetch_objects(
         filters=Filter.by_property("chunk").equal(0),
         limit=len(records) + 10,

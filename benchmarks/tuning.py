@@ -29,8 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from setpoint.adapters.lora.config import TuningConfig
+from setpoint.adapters.lora.knowledge_training import train_knowledge
 from setpoint.adapters.lora.qa_data import QADataset, QARecord, default_squad_dir, load_squad
-from setpoint.adapters.lora.training import TuningConfig, evaluate_reader, train_knowledge
+from setpoint.adapters.lora.tune import evaluate_reader
 from setpoint.adapters.model.generator import Generator
 from setpoint.adapters.weaviate.corpus import PassageRecord
 from setpoint.settings import Settings

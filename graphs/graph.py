@@ -1,7 +1,8 @@
 """The setpoint graph: guard_input → {probe → {generate | retrieve | escalate} | call_tool} → check_output → finalize.
 
-``graph`` at module level is what ``langgraph.json`` serves; it builds its resources from
-``SETPOINT_*`` settings on first use, so importing this module loads no model.
+``build_graph`` wires the nodes of ``setpoint.agents`` with the edges of
+``setpoint.graphs.edges``; importing this module reads no environment and loads no model
+(the served graph is built on demand by ``setpoint.graphs.served.make_graph``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from setpoint.agents.generate import make_generate
 from setpoint.agents.guard_input import make_guard_input
 from setpoint.agents.probe import make_probe
 from setpoint.agents.resources import Resources
-from setpoint.agents.retrieve import make_retrieve
-from setpoint.agents.routing import (
+from setpoint.agents.retrieve import RETRIEVAL_RETRY, make_retrieve
+from setpoint.graphs.context import Context
+from setpoint.graphs.edges import (
     after_check,
     after_generate,
     after_guard,
@@ -27,11 +29,9 @@ from setpoint.agents.routing import (
     after_retrieve,
     after_tool,
 )
-from setpoint.graphs.context import Context
 from setpoint.graphs.state import InputState, OutputState, SetpointState
-from setpoint.settings import Settings
 
-__all__ = ["build_graph", "graph"]
+__all__ = ["build_graph"]
 
 
 def build_graph(resources: Resources | None = None, *, checkpointer: Any = None) -> Any:
@@ -41,6 +41,9 @@ def build_graph(resources: Resources | None = None, *, checkpointer: Any = None)
     ``Context(review=True)``, where ``escalate`` pauses with ``interrupt()`` and a later
     ``invoke(Command(resume=...), config)`` on the same thread finishes the run
     (``setpoint.adapters.checkpoints.open_checkpointer`` opens SQLite or Postgres).
+
+    The retrieve node retries transient Weaviate errors (``RETRIEVAL_RETRY``), and its
+    search is cached per ``Resources`` (``Resources.retrieval_cache``).
 
     Example:
         >>> g = build_graph()
@@ -54,7 +57,7 @@ def build_graph(resources: Resources | None = None, *, checkpointer: Any = None)
     builder.add_node("guard_input", make_guard_input(res))
     builder.add_node("probe", make_probe(res))
     builder.add_node("generate", make_generate(res))
-    builder.add_node("retrieve", make_retrieve(res))
+    builder.add_node("retrieve", make_retrieve(res), retry_policy=RETRIEVAL_RETRY)
     builder.add_node("call_tool", make_call_tool(res))
     builder.add_node("check_output", make_check_output(res))
     builder.add_node("escalate", make_escalate(res))
@@ -70,7 +73,3 @@ def build_graph(resources: Resources | None = None, *, checkpointer: Any = None)
     builder.add_edge("escalate", "finalize")
     builder.add_edge("finalize", END)
     return builder.compile(checkpointer=checkpointer, name="setpoint")
-
-
-# What `langgraph dev` / `setpoint serve` serve: a server, so its Weaviate requires a key.
-graph = build_graph(Resources(settings=Settings.from_env().for_server()))

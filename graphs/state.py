@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+
+from setpoint.agents.decide import Hop, Route, Status
 
 __all__ = ["InputState", "OutputState", "SetpointState"]
 
@@ -23,8 +25,10 @@ class OutputState(TypedDict, total=False):
     question: str
     messages: Annotated[list[AnyMessage], add_messages]
     answer: str
-    status: Literal["answered", "abstained"]
-    route: str
+    #: answered; unsure (a best guess the signals doubt, with its citations); abstained.
+    status: Status
+    #: Where the answer came from: answer (the weights), retrieve, tool or escalate.
+    route: Route
     reason: str
     citations: list[dict[str, Any]]
     retrieval_calls: int
@@ -42,7 +46,9 @@ class SetpointState(InputState, OutputState, total=False):
     """The full working state. Per-question fields are reset by ``guard_input`` on every turn.
 
     Attributes:
-        route: the current route (answer / retrieve / escalate).
+        next_node: the node the last routing decision chose (``agents.decide``); the
+            edges read it.
+        route: where the answer comes from so far (answer / retrieve / tool / escalate).
         probe: signals of the prefill pass (entropy, margin, logit-lens entropies).
         signal_trace: one record per generated token (entropy, EMA, margin, fired) across passes.
         partial_answer: what generation had produced when the thermostat fired.
@@ -55,6 +61,7 @@ class SetpointState(InputState, OutputState, total=False):
             (``{"name": entry-point name, "args": {...}}``).
     """
 
+    next_node: Hop
     partial_answer: str | None
     query: str
     passages: list[dict[str, Any]]
@@ -62,6 +69,5 @@ class SetpointState(InputState, OutputState, total=False):
     adapter: str | None
     answer_entropy: float
     draft_answer: str
-    pending_retrieval: bool
     uncertain_after_budget: bool
     tool_call: dict[str, Any]

@@ -28,6 +28,7 @@ from setpoint.settings import Settings
 
 if TYPE_CHECKING:
     from setpoint.api import AskResult, Setpoint
+    from setpoint.events import NodeEvent, ResultEvent, StreamEvent, ThermostatEvent, TokenEvent
     from setpoint.graphs.context import Context
 
 __all__ = [
@@ -37,12 +38,17 @@ __all__ = [
     "IngestError",
     "InputError",
     "ModelError",
+    "NodeEvent",
     "PolicyViolation",
     "ProvisioningError",
+    "ResultEvent",
     "RetrievalError",
     "Setpoint",
     "SetpointError",
     "Settings",
+    "StreamEvent",
+    "ThermostatEvent",
+    "TokenEvent",
     "__version__",
 ]
 
@@ -52,6 +58,10 @@ _LAZY = {
     "Setpoint": "setpoint.api",
     "AskResult": "setpoint.api",
     "Context": "setpoint.graphs.context",
+    **dict.fromkeys(
+        ("NodeEvent", "ResultEvent", "StreamEvent", "ThermostatEvent", "TokenEvent"),
+        "setpoint.events",
+    ),
 }
 
 

@@ -4,51 +4,61 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, replace
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from setpoint.events import AskResult, ResultEvent, StreamEvent, events_from_chunk
 from setpoint.settings import Settings
 from setpoint.tracing import ATTR, configure_tracing, set_attributes, tracer_from
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span
 
     from setpoint.agents.resources import Resources
     from setpoint.graphs.context import Context
 
-__all__ = ["AskResult", "Setpoint"]
+__all__ = ["DURABILITY", "AskResult", "Setpoint", "StreamEvent"]
+
+#: When a checkpointer is attached, each step's checkpoint is written before the next step
+#: starts: a process killed mid-run resumes from its last finished node (RELIABILITY.md).
+DURABILITY: Literal["sync"] = "sync"
 
 
-@dataclass(frozen=True)
-class AskResult:
-    """One answered (or refused) question, as the CLI prints it."""
+@dataclass
+class _Run:
+    """One run's input and what its stream has shown so far (shared by ``stream`` and ``astream``)."""
 
-    question: str
-    answer: str
-    status: str
-    route: str
-    reason: str
-    probe_entropy: float | None
-    answer_entropy: float | None
-    setpoint: float
-    retrieval_calls: int
-    retrieval_unavailable: bool
-    adapter: str | None
-    citations: list[dict[str, Any]] = field(default_factory=list)
-    dropped_passages: list[dict[str, Any]] = field(default_factory=list)
-    trace_file: str | None = None
-    trace_id: str | None = None
-    seconds: float = 0.0
-    #: The run's thread in the checkpointer (what ``setpoint review`` resumes).
-    thread_id: str | None = None
-    #: For ``status == "pending_review"``: the interrupt payload a reviewer sees; after a
-    #: review: the reviewer's decision.
-    review: dict[str, Any] | None = None
+    graph_input: Any
+    context: Context
+    thread_id: str
+    started: float = field(default_factory=time.perf_counter)
+    state: dict[str, Any] = field(default_factory=dict)
+    interrupts: tuple[Any, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @property
+    def config(self) -> dict[str, Any]:
+        return {"configurable": {"thread_id": self.thread_id}}
+
+    def read(self, mode: str, chunk: Any) -> list[StreamEvent]:
+        """Keep the latest state and any interrupt; return the chunk's events."""
+        if mode == "values":
+            self.state = chunk
+        elif mode == "updates" and "__interrupt__" in chunk:
+            self.interrupts = tuple(chunk["__interrupt__"])
+        return events_from_chunk(mode, chunk)
+
+
+def _final(events: Iterator[StreamEvent]) -> AskResult:
+    """Run a stream to its end; its last event holds the result."""
+    last = deque(events, maxlen=1)
+    if not last or not isinstance(last[0], ResultEvent):
+        raise RuntimeError("a run's stream ended without its result")
+    return last[0].result
 
 
 def calibrated_context(path: Path) -> dict[str, Any]:
@@ -128,11 +138,82 @@ class Setpoint:
     def ask(
         self, question: str, *, context: Context | None = None, thread_id: str | None = None
     ) -> AskResult:
-        """Run one question through the graph inside a root ``invoke_agent`` span.
+        """Answer one question: one graph run, one trace under a root ``invoke_agent`` span.
 
         With review on, an escalated run comes back with ``status == "pending_review"``, its
         ``thread_id`` and the reviewer's payload in ``review``; ``resume`` finishes it.
+
+        Args:
+            question: The question, as a user typed it.
+            context: The run's settings (setpoints, budgets); ``self.context()`` when None.
+            thread_id: The run's thread in the checkpointer; a fresh one when None.
+
+        Returns:
+            The answer (or refusal) with its route, reason, entropies, citations and trace id.
+
+        Raises:
+            InputError: The question is empty, too long or not text.
+            ConfigError: Review is on and the session has no checkpointer.
+
+        Example:
+            >>> with Setpoint() as sp:  # doctest: +SKIP
+            ...     result = sp.ask("Where did Super Bowl 50 take place?")
+            ...     print(result.route, result.answer)
+            retrieve Levi's Stadium
         """
+        return _final(self.stream(question, context=context, thread_id=thread_id))
+
+    def stream(
+        self, question: str, *, context: Context | None = None, thread_id: str | None = None
+    ) -> Iterator[StreamEvent]:
+        """Answer one question as ``ask`` does, yielding what happens while it runs.
+
+        The events arrive in the order the graph makes them: a ``NodeEvent`` when a node
+        finishes (with the route and reason it set), a ``TokenEvent`` for each decoded token
+        (with its entropy and the thermostat's smoothed value), a ``ThermostatEvent`` when the
+        thermostat fires, and last a ``ResultEvent`` holding the same ``AskResult`` that
+        ``ask`` returns. The run is inside the same root span as ``ask``'s; consume the
+        iterator from one thread (the span is current between its steps).
+
+        Args:
+            question: The question, as a user typed it.
+            context: The run's settings; ``self.context()`` when None.
+            thread_id: The run's thread in the checkpointer; a fresh one when None.
+
+        Returns:
+            An iterator of ``StreamEvent``; the graph runs as it is consumed.
+
+        Raises:
+            ConfigError: Review is on and the session has no checkpointer (raised at once);
+                the run's own errors (``InputError``, ``RetrievalError``) come from the iterator.
+
+        Example:
+            >>> from setpoint.events import ResultEvent, TokenEvent
+            >>> with Setpoint() as sp:  # doctest: +SKIP
+            ...     for event in sp.stream("Where did Super Bowl 50 take place?"):
+            ...         if isinstance(event, TokenEvent):
+            ...             print(event.token, round(event.entropy, 2))
+            ...         elif isinstance(event, ResultEvent):
+            ...             print(event.result.route)
+        """
+        return self._events(self._start({"question": question}, context, thread_id))
+
+    def astream(
+        self, question: str, *, context: Context | None = None, thread_id: str | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """The async twin of ``stream``: the same events, for an event loop (an SSE endpoint).
+
+        Example:
+            >>> from setpoint.events import ResultEvent
+            >>> async def answer(sp: Setpoint) -> str:
+            ...     async for event in sp.astream("Where did Super Bowl 50 take place?"):
+            ...         if isinstance(event, ResultEvent):
+            ...             return event.result.answer
+            ...     raise AssertionError("a stream ends with its result")
+        """
+        return self._aevents(self._start({"question": question}, context, thread_id))
+
+    def _start(self, graph_input: Any, context: Context | None, thread_id: str | None) -> _Run:
         ctx = context or self.context()
         if ctx.review and self.checkpointer is None:
             from setpoint.errors import ConfigError
@@ -141,64 +222,95 @@ class Setpoint:
                 "review needs a checkpointer: set SETPOINT_REVIEW=true (SQLite by default) or "
                 "SETPOINT_CHECKPOINT_URL, or pass checkpointer= to Setpoint"
             )
-        return self._run({"question": question}, ctx, thread_id or uuid.uuid4().hex)
+        return _Run(graph_input, ctx, thread_id or uuid.uuid4().hex)
 
-    def _run(self, graph_input: Any, ctx: Context, conversation: str) -> AskResult:
+    def _stream_args(self, run: _Run) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "input": run.graph_input,
+            "config": run.config,
+            "context": run.context,
+            "stream_mode": ["values", "updates", "custom"],
+        }
+        if self.checkpointer is not None:
+            # LangGraph warns when durability is given without a checkpointer.
+            args["durability"] = DURABILITY
+        return args
+
+    def _events(self, run: _Run) -> Iterator[StreamEvent]:
+        with self._root_span(run) as root:
+            for mode, chunk in self.graph.stream(**self._stream_args(run)):
+                yield from run.read(mode, chunk)
+            result = self._result(root, run)
+        # After the span has ended, so its final attributes are exported by the time a
+        # caller holds the result.
+        yield ResultEvent(result)
+
+    async def _aevents(self, run: _Run) -> AsyncIterator[StreamEvent]:
+        with self._root_span(run) as root:
+            async for mode, chunk in self.graph.astream(**self._stream_args(run)):
+                for event in run.read(mode, chunk):
+                    yield event
+            result = self._result(root, run)
+        yield ResultEvent(result)
+
+    @contextmanager
+    def _root_span(self, run: _Run) -> Iterator[Span]:
+        """The run's root span: current while the graph runs, so every node's span nests under it."""
         tracer = tracer_from(self.tracer_provider)
-        started = time.perf_counter()
-        question = graph_input.get("question", "") if isinstance(graph_input, dict) else ""
         with tracer.start_as_current_span("invoke_agent setpoint") as root:
             set_attributes(
                 root,
                 {
                     ATTR.OPERATION: "invoke_agent",
                     ATTR.AGENT_NAME: "setpoint",
-                    ATTR.CONVERSATION: conversation,
-                    ATTR.SETPOINT: ctx.setpoint,
+                    ATTR.CONVERSATION: run.thread_id,
+                    ATTR.SETPOINT: run.context.setpoint,
                 },
             )
-            config = {"configurable": {"thread_id": conversation}}
-            state = self.graph.invoke(graph_input, config=config, context=ctx)
-            interrupts = state.get("__interrupt__") or ()
-            if interrupts:
-                # Paused in escalate: the output holds the state so far, the payload is the interrupt's.
-                snapshot = self.graph.get_state(config)
-                state = {**snapshot.values, "status": "pending_review", "route": "escalate"}
-                state["review"] = interrupts[0].value
-                state["reason"] = interrupts[0].value.get("reason", state.get("reason", ""))
-                state["answer"] = ""
-            decision = state.get("decision") or {}
-            set_attributes(
-                root,
-                {
-                    ATTR.ROUTE: state.get("route"),
-                    ATTR.REASON: state.get("reason"),
-                    ATTR.RETRIEVAL_CALLS: state.get("retrieval_calls", 0),
-                    ATTR.ENTROPY: decision.get("answer_entropy"),
-                    ATTR.ADAPTER: decision.get("adapter"),
-                    ATTR.RETRIEVAL_UNAVAILABLE: state.get("retrieval_unavailable"),
-                    "setpoint.status": state.get("status"),
-                },
-            )
-            trace_id = format(root.get_span_context().trace_id, "032x")
+            yield root
+
+    def _result(self, root: Span, run: _Run) -> AskResult:
+        """The run's ``AskResult`` from its last state; also sets the root span's outcome."""
+        state = run.state
+        if run.interrupts:
+            # Paused in escalate: the state so far is the checkpoint's, the payload the interrupt's.
+            snapshot = self.graph.get_state(run.config)
+            payload = run.interrupts[0].value
+            state = {**snapshot.values, "status": "pending_review", "route": "escalate"}
+            state.update(review=payload, reason=payload.get("reason", state.get("reason", "")))
+            state["answer"] = ""
+        decision = state.get("decision") or {}
+        set_attributes(
+            root,
+            {
+                ATTR.ROUTE: state.get("route"),
+                ATTR.REASON: state.get("reason"),
+                ATTR.RETRIEVAL_CALLS: state.get("retrieval_calls", 0),
+                ATTR.ENTROPY: decision.get("answer_entropy"),
+                ATTR.ADAPTER: decision.get("adapter"),
+                ATTR.RETRIEVAL_UNAVAILABLE: state.get("retrieval_unavailable"),
+                "setpoint.status": state.get("status"),
+            },
+        )
+        asked = run.graph_input.get("question") if isinstance(run.graph_input, dict) else None
         return AskResult(
-            question=state.get("question", question),
+            question=str(state.get("question") or asked or ""),
             answer=state.get("answer", ""),
             status=state.get("status", "answered"),
             route=state.get("route", ""),
             reason=state.get("reason", ""),
             probe_entropy=decision.get("probe_entropy"),
             answer_entropy=decision.get("answer_entropy"),
-            setpoint=ctx.setpoint,
+            setpoint=run.context.setpoint,
             retrieval_calls=int(state.get("retrieval_calls", 0)),
             retrieval_unavailable=bool(state.get("retrieval_unavailable")),
             adapter=decision.get("adapter"),
             citations=list(state.get("citations") or []),
             dropped_passages=list(state.get("dropped_passages") or []),
             trace_file=str(self.settings.trace_file) if self._owns_provider else None,
-            trace_id=trace_id,
-            seconds=time.perf_counter() - started,
-            thread_id=conversation if self.checkpointer is not None else None,
+            trace_id=format(root.get_span_context().trace_id, "032x"),
+            seconds=time.perf_counter() - run.started,
+            thread_id=run.thread_id if self.checkpointer is not None else None,
             review=state.get("review") or None,
         )
 
@@ -244,7 +356,7 @@ class Setpoint:
                 f"no run is waiting for review on thread {thread_id!r}; list them with `setpoint review`"
             )
         ctx = replace(context or self.context(), review=True)
-        return self._run(Command(resume=parsed.to_dict()), ctx, thread_id)
+        return _final(self._events(_Run(Command(resume=parsed.to_dict()), ctx, thread_id)))
 
     def ingest(
         self,

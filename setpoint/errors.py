@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "ConfigError",
     "IngestError",
     "InputError",
@@ -28,6 +29,14 @@ class InputError(SetpointError):
 
 class ModelError(SetpointError):
     """The generator or embedder could not be loaded or run (missing file, wrong format)."""
+
+
+class BusyError(ModelError):
+    """Every generation slot and queue place is taken; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ProvisioningError(SetpointError):

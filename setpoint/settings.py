@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from setpoint.errors import ConfigError
+from setpoint.graphs.context import DEFAULT_SETPOINT
 
 __all__ = ["CONSISTENCY_LEVELS", "WEAVIATE_VERSION", "Settings", "default_cache_dir"]
 
@@ -103,7 +104,7 @@ class Settings:
     trace_console: bool = False
     policy_file: Path | None = None
     max_question_chars: int = 2000
-    setpoint: float = 1.6
+    setpoint: float = DEFAULT_SETPOINT
     threads: int | None = None
     #: Knowledge adapters (PEFT folders) the graph picks from per question
     #: (``SETPOINT_ADAPTERS``, comma-separated); see ``agents.probe.select_knowledge``.
@@ -117,6 +118,14 @@ class Settings:
     #: ``postgresql://`` URL (needs ``pip install 'setpoint[postgres]'``). Default: SQLite
     #: ``<cache>/checkpoints.sqlite``.
     checkpoint_url: str | None = field(default=None, repr=False)  # may hold a password
+    #: Decode concurrent runs' tokens together in one batch (``SETPOINT_BATCHING``); off
+    #: serialises every generation behind one lock (the baseline of benchmarks/load.py).
+    batching: bool = False
+    #: Rows decoded together at most (``SETPOINT_MAX_BATCH``).
+    max_batch: int = 16
+    #: Rows waiting for a batch place at most (``SETPOINT_MAX_QUEUE``); beyond it a call
+    #: fails at once with ``BusyError`` ("busy, retry after N s").
+    max_queue: int = 64
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -148,12 +157,15 @@ class Settings:
             trace_console=_env_bool("TRACE_CONSOLE", False),
             policy_file=path("POLICY_FILE"),
             max_question_chars=_env_int("MAX_QUESTION_CHARS", 2000),
-            setpoint=_env_float("SETPOINT", 1.6),
+            setpoint=_env_float("SETPOINT", DEFAULT_SETPOINT),
             threads=threads or None,
             adapters=tuple(a.strip() for a in (_env("ADAPTERS") or "").split(",") if a.strip()),
             calibration_file=path("CALIBRATION"),
             review=_env_bool("REVIEW", False),
             checkpoint_url=_env("CHECKPOINT_URL"),
+            batching=_env_bool("BATCHING", False),
+            max_batch=_env_int("MAX_BATCH", 16),
+            max_queue=_env_int("MAX_QUEUE", 64),
         )
         settings.validate()
         return settings
@@ -173,6 +185,10 @@ class Settings:
             raise ConfigError(
                 f"SETPOINT_CONSISTENCY_LEVEL={self.consistency_level!r} is not one of "
                 f"{', '.join(CONSISTENCY_LEVELS)}"
+            )
+        if self.max_batch < 1 or self.max_queue < 0:
+            raise ConfigError(
+                "SETPOINT_MAX_BATCH must be at least 1 and SETPOINT_MAX_QUEUE at least 0"
             )
         if self.weaviate_timeout_s <= 0:
             raise ConfigError("SETPOINT_WEAVIATE_TIMEOUT must be a positive number of seconds")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.trace import SpanKind
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -31,7 +32,9 @@ __all__ = [
     "ATTR",
     "JsonLinesSpanExporter",
     "configure_tracing",
+    "guardrail_results",
     "node_span",
+    "retrieval_span",
     "set_attributes",
     "tracer_from",
 ]
@@ -40,7 +43,12 @@ TRACER_NAME = "setpoint"
 
 
 class ATTR:
-    """Attribute names: GenAI semantic conventions where one exists, ``setpoint.*`` otherwise."""
+    """Attribute names: GenAI semantic conventions where one exists, ``setpoint.*`` otherwise.
+
+    The ``gen_ai.*`` names follow the OpenTelemetry GenAI conventions (development status):
+    ``gen_ai.provider.name`` (which replaced ``gen_ai.system``), retrieval spans, and
+    guardrail result events.
+    """
 
     OPERATION = "gen_ai.operation.name"
     PROVIDER = "gen_ai.provider.name"
@@ -59,6 +67,20 @@ class ATTR:
     TOOL_CALL_RESULT = "gen_ai.tool.call.result"
     ERROR_TYPE = "error.type"
     DATA_SOURCE = "gen_ai.data_source.id"
+    # Retrieval spans name their passage count gen_ai.request.top_k up to semantic-conventions
+    # 1.41 and gen_ai.retrieval.top_k since the GenAI conventions' own v0.1.0; both are set.
+    REQUEST_TOP_K = "gen_ai.request.top_k"
+    RETRIEVAL_TOP_K = "gen_ai.retrieval.top_k"
+    RETRIEVAL_DOCUMENTS = "gen_ai.retrieval.documents"
+    GUARDRAIL_RESULT = "gen_ai.guardrail.result"  # the event's name
+    GUARDRAIL_COMPONENT = "gen_ai.guardrail.component.name"
+    GUARDRAIL_POLICY_ID = "gen_ai.guardrail.policy.id"
+    GUARDRAIL_RULE_ID = "gen_ai.guardrail.policy.rule.id"
+    GUARDRAIL_SOURCE = "gen_ai.guardrail.source"
+    GUARDRAIL_RESULT_TYPE = "gen_ai.guardrail.result.type"
+    GUARDRAIL_RESULT_VALUE = "gen_ai.guardrail.result.value"
+    GUARDRAIL_RESULT_REASON = "gen_ai.guardrail.result.reason"
+    GUARDRAIL_RISK_SCORE = "gen_ai.guardrail.risk.score"
     CONVERSATION = "gen_ai.conversation.id"
     INPUT_MESSAGES = "gen_ai.input.messages"
     OUTPUT_MESSAGES = "gen_ai.output.messages"
@@ -184,3 +206,72 @@ def node_span(tracer: Tracer, node: str, **attributes: Any) -> Iterator[Span]:
     with tracer.start_as_current_span(f"node {node}") as span:
         set_attributes(span, {ATTR.NODE: node, **attributes})
         yield span
+
+
+@contextmanager
+def retrieval_span(tracer: Tracer, data_source: str, top_k: int) -> Iterator[Span]:
+    """A GenAI ``retrieval`` span named ``retrieval <data_source>``, its ``error.type`` set on failure.
+
+    Its kind is CLIENT: the passage store answers from another process.
+
+    Example:
+        >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        >>> exporter = InMemorySpanExporter()
+        >>> tracer = tracer_from(configure_tracing(exporters=[exporter]))
+        >>> with retrieval_span(tracer, "SetpointPassages", 3):
+        ...     pass
+        >>> span = exporter.get_finished_spans()[0]
+        >>> span.name, span.attributes["gen_ai.operation.name"], span.attributes["gen_ai.request.top_k"]
+        ('retrieval SetpointPassages', 'retrieval', 3)
+    """
+    with tracer.start_as_current_span(f"retrieval {data_source}", kind=SpanKind.CLIENT) as span:
+        set_attributes(
+            span,
+            {
+                ATTR.OPERATION: "retrieval",
+                ATTR.DATA_SOURCE: data_source,
+                ATTR.REQUEST_TOP_K: top_k,
+                ATTR.RETRIEVAL_TOP_K: top_k,
+            },
+        )
+        try:
+            yield span
+        except Exception as exc:
+            span.set_attribute(ATTR.ERROR_TYPE, type(exc).__qualname__)
+            raise
+
+
+def guardrail_results(
+    span: Span, verdicts: Iterable[Mapping[str, Any]], *, policy_id: str, source: str
+) -> None:
+    """One ``gen_ai.guardrail.result`` event on ``span`` per policy verdict.
+
+    A verdict is ``{"check", "allowed", "reason"?, "score"?}`` (``Verdict.to_dict()``): the
+    check is the rule, ``allowed`` the native result. What a check matched stays out of
+    the event (it is user text); the reason code says why.
+
+    Example:
+        >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        >>> exporter = InMemorySpanExporter()
+        >>> tracer = tracer_from(configure_tracing(exporters=[exporter]))
+        >>> with tracer.start_as_current_span("node guard_input") as span:
+        ...     guardrail_results(span, [{"check": "topic", "allowed": False, "reason": "refused_topic:weapons"}],
+        ...                       policy_id="default policy", source="input")
+        >>> event = exporter.get_finished_spans()[0].events[0]
+        >>> event.name, event.attributes["gen_ai.guardrail.result.value"]
+        ('gen_ai.guardrail.result', 'false')
+    """
+    for verdict in verdicts:
+        attributes = {
+            ATTR.GUARDRAIL_COMPONENT: "setpoint policy",
+            ATTR.GUARDRAIL_POLICY_ID: policy_id,
+            ATTR.GUARDRAIL_RULE_ID: str(verdict["check"]),
+            ATTR.GUARDRAIL_SOURCE: source,
+            ATTR.GUARDRAIL_RESULT_TYPE: "allowed",
+            ATTR.GUARDRAIL_RESULT_VALUE: "true" if verdict["allowed"] else "false",
+            ATTR.GUARDRAIL_RESULT_REASON: verdict.get("reason") or None,
+            ATTR.GUARDRAIL_RISK_SCORE: verdict.get("score"),
+        }
+        span.add_event(
+            ATTR.GUARDRAIL_RESULT, {k: v for k, v in attributes.items() if v is not None}
+        )

@@ -44,6 +44,7 @@ from setpoint.tools.injection import InjectionDetector
 from setpoint.tools.pii import PII_KINDS, redact_pii
 from setpoint.tools.support import GroundingMethod, support_score
 from setpoint.tools.topics import Topic, TopicMatcher
+from setpoint.tools.verdict import Verdict
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -63,28 +64,6 @@ SCHEMA_VERSION = 2
 INJECTION_TARGETS = ("question", "passages")
 CHECK_TARGETS = ("question", "passages", "answer")
 GROUNDING_METHODS = ("lexical", "embedding", "hybrid")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome of one check: ``allowed``, and when not, a reason code and the matched text."""
-
-    check: str
-    allowed: bool
-    reason: str = ""
-    matched: str = ""
-    score: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "check": self.check,
-            "allowed": self.allowed,
-            "reason": self.reason,
-            "matched": self.matched,
-        }
-        if self.score is not None:
-            out["score"] = round(float(self.score), 4)
-        return out
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,10 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from setpoint.errors import ConfigError
+from setpoint.tools.verdict import Verdict
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
-
-    from setpoint.tools.policy import Verdict
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -89,8 +88,6 @@ def get_tool(name: str) -> BaseTool:
 
 def run_check(name: str, text: str) -> Verdict:
     """Call the registered check ``name`` on ``text`` and read its answer as a ``Verdict``."""
-    from setpoint.tools.policy import Verdict
-
     out = get_tool(name).invoke({"text": text})
     if not isinstance(out, Mapping) or not isinstance(out.get("allowed"), bool):
         raise ConfigError(

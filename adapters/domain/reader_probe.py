@@ -318,7 +318,8 @@ def unseen_training_questions(
     """
     import random
 
-    from setpoint.adapters.lora.training import TuningConfig, reader_groups
+    from setpoint.adapters.lora.config import TuningConfig
+    from setpoint.adapters.lora.examples import reader_groups
 
     config = TuningConfig(task="read", skip_examples=seen, distractors=0)
     rest = [q for g in reader_groups(dataset, train_titles, config, None) for q in g.items]

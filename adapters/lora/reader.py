@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from setpoint.adapters.lora.training import RECORD_FILE
+from setpoint.adapters.lora.record import BASE_MODEL_KEYS, training_record
 
 __all__ = ["AUTO", "adapter_fits", "resolve_reader", "shipped_reader_dir", "training_record"]
 
@@ -18,15 +17,6 @@ AUTO = "auto"
 def shipped_reader_dir() -> Path:
     """The packaged reader adapter (``adapters/lora/weights/reader`` in the source tree)."""
     return Path(str(resources.files("setpoint.adapters.lora").joinpath("weights/reader")))
-
-
-def training_record(directory: Path) -> dict[str, Any]:
-    """The adapter's training record, or ``{}`` when it has none (e.g. trained elsewhere)."""
-    try:
-        data = json.loads((Path(directory) / RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def adapter_fits(model_config: Any, directory: Path) -> str | None:
@@ -44,7 +34,7 @@ def adapter_fits(model_config: Any, directory: Path) -> str | None:
     if not (Path(directory) / "adapter_config.json").is_file():
         return f"no adapter at {directory}"
     card = training_record(directory).get("base_model") or {}
-    for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size"):
+    for key in BASE_MODEL_KEYS:
         want, have = card.get(key), getattr(model_config, key, None)
         if want is not None and want != have:
             return f"adapter {Path(directory).name} was trained for {key}={want}, this model has {have}"

@@ -61,18 +61,23 @@ class SetpointChatModel(BaseChatModel):
         """(text piece, signals, prompt length) per token; honours ``stop`` strings."""
         generator = self.generator
         prompt = self._prompt(messages)
-        with generator.lock:
-            generator.set_adapter(self.adapter)
-            text = ""
-            for token in generator.stream(
-                prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature
-            ):
+        # The choice is this thread's: concurrent chats with other adapters keep theirs, and
+        # a batching generator decodes them together instead of one after another.
+        generator.set_adapter(self.adapter)
+        tokens = generator.stream(
+            prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature
+        )
+        text = ""
+        try:
+            for token in tokens:
                 if token.token_id in generator.stop_ids:
                     return
                 text += token.text
                 if stop and any(s in text for s in stop):
                     return
                 yield token.text, token.signals.to_dict(), len(prompt)
+        finally:
+            tokens.close()  # a stop string ends the row now, not when it is collected
 
     def _stream(
         self,

@@ -155,6 +155,17 @@ class Embedder(Embeddings):
         return str(model.device) == "cpu" and _cpu_has_native_bfloat16()
 
     @property
+    def vector_name(self) -> str:
+        """The Weaviate named vector of this embedder version (its record's, else ``default``).
+
+        ``setpoint tune --task embed`` writes a unique name into every embedder it saves,
+        so the vectors of two versions never share an index.
+        """
+        from setpoint.adapters.lora.record import training_record
+
+        return str(training_record(self.model_dir).get("vector_name") or "default")
+
+    @property
     def dtype(self) -> str:
         """The weights' dtype once loaded (``"bfloat16"`` or ``"float32"``; loads the model)."""
         return str(next(self.model.parameters()).dtype).removeprefix("torch.")

@@ -4,6 +4,11 @@ Signals come from the forward passes decoding needs anyway. The final hidden sta
 logit-lens rows (intermediate layers through the final norm) go through the LM head in one
 matmul: on CPU that matmul is bound by reading the head's weights, so extra rows are close
 to free, and no extra forward pass is ever run.
+
+Two modes: serialised (one call at a time under ``lock``, the baseline) and batched, where a
+``scheduler.GenerationScheduler`` decodes every concurrent caller's row in one batch. The
+adapter a call uses is the calling thread's last ``set_adapter`` choice, so concurrent runs
+with different adapters never switch each other's weights.
 """
 
 from __future__ import annotations
@@ -16,43 +21,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from setpoint.adapters.domain.signals import StepSignals, token_entropy, top2_probs
+from setpoint.adapters.domain.signals import StepSignals
+from setpoint.adapters.model.forward import lm_head, run_pass, step_signals
+from setpoint.adapters.model.lora_switch import LoraSwitch
+from setpoint.adapters.model.prompts import (
+    CHATML_TEMPLATE,
+    DEFAULT_SYSTEM_PROMPT,
+    Passage,
+    chat_messages,
+)
+from setpoint.adapters.model.scheduler import (
+    BatchLimits,
+    GenerationScheduler,
+    Row,
+    RowRequest,
+    RowStep,
+)
 from setpoint.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "GeneratedToken", "Generator", "Passage"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "BatchLimits", "GeneratedToken", "Generator", "Passage"]
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a precise assistant. Answer the question with a short answer only: "
-    "a name, number, date or short phrase, not a sentence."
-)
-READER_SYSTEM_PROMPT = (
-    "You are a precise assistant. Answer the question with a short phrase copied from the "
-    "context passages. Do not write a sentence."
-)
-
-# Chat template used when a model directory ships none (the GGUF conversion loses it).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
+#: ``processor(generated_ids, logits[1, vocab]) -> scores[1, vocab]``.
+LogitsProcessor = Callable[[Sequence[int], "torch.Tensor"], "torch.Tensor"]
 
 #: What ``Generator.stream`` returns: iterate it; ``close()`` ends decoding early.
 TokenStream = collections.abc.Generator["GeneratedToken", None, None]
-
-
-@dataclass(frozen=True)
-class Passage:
-    """A retrieved passage as the generator sees it."""
-
-    id: str
-    title: str
-    text: str
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class GeneratedToken:
     hidden: Mapping[int, torch.Tensor] | None = None
 
 
-class Generator:
+class Generator(LoraSwitch):
     """A causal LM (optionally with PEFT LoRA adapters) decoded one token at a time.
 
     Example:
@@ -89,6 +85,7 @@ class Generator:
         name: str = "model",
         lens_layers: Sequence[int] | None = None,
         prefix_cache_size: int = 4,
+        batching: BatchLimits | None = None,
     ) -> None:
 
         self.model = model.eval()
@@ -106,9 +103,7 @@ class Generator:
                     "pick intermediate decoder layers"
                 )
         self.lens_layers: tuple[int, ...] = tuple(lens_layers)
-        self._peft: Any = None
-        self.adapters: dict[str, str] = {}
-        self.active_adapter: str | None = None
+        LoraSwitch.__init__(self)
         self._stop_ids = self._find_stop_ids()
         # Keyed by (active adapter, prompt): probing several adapters on one prompt keeps each
         # one's prefill, so the adapter finally chosen decodes without prefilling again.
@@ -116,8 +111,12 @@ class Generator:
             tuple[str | None, tuple[int, ...]], tuple[Any, torch.Tensor]
         ] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
-        # One decode at a time: the KV cache and adapter switch are per model, not per thread.
+        # Serialised mode: one decode at a time (the KV cache and adapter switch are per model).
+        # Batched mode: the scheduler's worker holds it for one step at a time.
         self.lock = threading.RLock()
+        self.scheduler = (
+            GenerationScheduler(self, batching, self.lock) if batching is not None else None
+        )
         # Set only inside probe_features and a capturing stream: which hidden states (layer
         # indices as in ``hidden_states``) each forward pass keeps for its last position.
         self._capture_layers: tuple[int, ...] = ()
@@ -131,8 +130,12 @@ class Generator:
         *,
         threads: int | None = None,
         lens_layers: Sequence[int] | None = None,
+        batching: BatchLimits | None = None,
     ) -> Generator:
-        """Load a local Hugging Face model directory (safetensors + tokenizer) in fp32."""
+        """Load a local Hugging Face model directory (safetensors + tokenizer) in fp32.
+
+        ``batching`` turns on the scheduler that decodes concurrent calls together.
+        """
         directory = Path(path).expanduser()
         if not (directory / "config.json").is_file():
             raise ModelError(
@@ -152,7 +155,9 @@ class Generator:
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"could not load the model at {directory}: {first}") from exc
-        return cls(model, tokenizer, name=directory.name, lens_layers=lens_layers)
+        return cls(
+            model, tokenizer, name=directory.name, lens_layers=lens_layers, batching=batching
+        )
 
     def _find_stop_ids(self) -> frozenset[int]:
         ids: set[int] = set()
@@ -173,62 +178,10 @@ class Generator:
     def stop_ids(self) -> frozenset[int]:
         return self._stop_ids
 
-    # ------------------------------------------------------------------ adapters
-    def load_adapter(self, path: str | Path, name: str | None = None) -> str:
-        """Load a PEFT LoRA adapter from a directory; the base model is not reloaded."""
-        directory = Path(path).expanduser()
-        if not (directory / "adapter_config.json").is_file():
-            raise ModelError(f"no LoRA adapter at {directory} (adapter_config.json missing)")
-        adapter = name or directory.name
-        with self.lock:
-            if adapter in self.adapters:
-                return adapter
-            from peft import PeftModel
-
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(
-                    self.model, str(directory), adapter_name=adapter
-                )
-                self._peft.eval()
-            else:
-                self._peft.load_adapter(str(directory), adapter_name=adapter)
-            self.adapters[adapter] = str(directory)
-            # ``set_adapter(None)`` disabled the adapter layers; the new adapter must be live.
-            self._peft.base_model.enable_adapter_layers()
-            self._peft.set_adapter(adapter)
-            self.active_adapter = adapter
-            self._prefix_cache.clear()
-        return adapter
-
-    def set_adapter(self, name: str | None) -> None:
-        """Switch to a loaded adapter, or to the bare base model with ``None``."""
-        with self.lock:
-            if name == self.active_adapter:
-                return
-            if name is not None and name not in self.adapters:
-                known = ", ".join(sorted(self.adapters)) or "none loaded"
-                raise ConfigError(f"unknown adapter {name!r} (loaded: {known}); load it first")
-            if self._peft is not None:
-                if name is None:
-                    self._peft.base_model.disable_adapter_layers()
-                else:
-                    self._peft.base_model.enable_adapter_layers()
-                    self._peft.set_adapter(name)
-            self.active_adapter = name
-
     # ------------------------------------------------------------------ prompts
     def messages(self, question: str, passages: Sequence[Passage] = ()) -> list[dict[str, str]]:
         """The chat messages for a question, closed-book or with numbered context passages."""
-        if not passages:
-            return [
-                {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
-                {"role": "user", "content": question},
-            ]
-        context = "\n\n".join(f"[{i}] {p.title}: {p.text}" for i, p in enumerate(passages, start=1))
-        return [
-            {"role": "system", "content": READER_SYSTEM_PROMPT},
-            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"},
-        ]
+        return chat_messages(question, passages)
 
     def prompt_ids(self, question: str, passages: Sequence[Passage] = ()) -> list[int]:
         """Token ids of the chat-templated prompt, ending with the assistant turn's header."""
@@ -246,48 +199,26 @@ class Generator:
     # ------------------------------------------------------------------ decoding
     def _forward(self, input_ids: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
         """One decoder pass; returns LM-head logits for [final, *lens layers] at the last position."""
-        import torch
-
-        causal_lm = self._peft.get_base_model() if self._peft is not None else self.model
-        decoder = causal_lm.get_decoder()
-        out = decoder(
-            input_ids=input_ids,
-            cache=cache,
-            use_cache=True,
-            output_hidden_states=bool(self.lens_layers) or bool(self._capture_layers),
+        out = run_pass(
+            self.causal_lm, self.lens_layers, input_ids, cache, capture=self._capture_layers
         )
-        self._captured = {
-            layer: out.hidden_states[layer][0, -1].detach().clone()
-            for layer in self._capture_layers
-        }
-        rows = [out.last_hidden_state[:, -1]]
-        if self.lens_layers:
-            norm = getattr(decoder, "norm", None)
-            for layer in self.lens_layers:
-                hidden = out.hidden_states[layer][:, -1]
-                rows.append(norm(hidden) if norm is not None else hidden)
-        return self._head(causal_lm, torch.cat(rows, dim=0)), out.cache
+        self._captured = {layer: state[0] for layer, state in out.hidden.items()}
+        return out.logits[0], out.cache
 
     def _signals(self, logits: torch.Tensor) -> StepSignals:
-        entropies = token_entropy(logits).tolist()
-        first, second = top2_probs(logits[0]).tolist()
-        return StepSignals(
-            entropy=entropies[0],
-            margin=first - second,
-            lens_entropy=dict(zip(self.lens_layers, entropies[1:], strict=True)),
-            top_prob=first,
-        )
+        return step_signals(logits[None], self.lens_layers)[0]
 
-    def _prefill(self, prompt_ids: Sequence[int]) -> tuple[Any, torch.Tensor]:
+    def _prefill(self, prompt_ids: Sequence[int], adapter: str | None) -> tuple[Any, torch.Tensor]:
         import torch
         from transformers import DynamicCache
 
-        key = (self.active_adapter, tuple(prompt_ids))
+        self._apply_adapter(adapter)
+        key = (adapter, tuple(prompt_ids))
         cached = self._prefix_cache.pop(key, None)
         # A kept pass did not keep hidden states: a capturing caller gets a fresh prefill.
         if cached is not None and not self._capture_layers:
             return cached
-        ids = torch.tensor([list(prompt_ids)], dtype=torch.long)
+        ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=self.model.device)
         logits, cache = self._forward(ids, DynamicCache())
         return cache, logits
 
@@ -297,14 +228,7 @@ class Generator:
         The KV cache is kept, so a ``stream`` of the same prompt right after does not
         prefill again.
         """
-        import torch
-
-        if not prompt_ids:
-            raise ModelError("empty prompt: nothing to prefill")
-        with self.lock, torch.inference_mode():
-            cache, logits = self._prefill(prompt_ids)
-            self._keep_prefill(prompt_ids, cache, logits)
-            return self._signals(logits)
+        return self._probe(prompt_ids, ())[0]
 
     def probe_features(
         self, prompt_ids: Sequence[int], layer: int
@@ -314,17 +238,38 @@ class Generator:
         The hidden state comes from the same prefill pass (a trained probe reads it); the KV
         cache is kept for ``stream`` exactly as ``probe`` keeps it.
         """
+        self._check_layers((layer,))
+        signals, captured = self._probe(prompt_ids, (layer,))
+        return signals, captured[layer].float().tolist()
+
+    def _probe(
+        self, prompt_ids: Sequence[int], layers: tuple[int, ...]
+    ) -> tuple[StepSignals, Mapping[int, torch.Tensor]]:
         import torch
 
-        self._check_layers((layer,))
+        if not prompt_ids:
+            raise ModelError("empty prompt: nothing to prefill")
+        adapter = self.active_adapter
+        if self.scheduler is not None:
+            request = RowRequest(tuple(prompt_ids), adapter, 0, capture_layers=layers)
+            (row,) = self.scheduler.submit([request])
+            step = row.next()
+            assert step is not None  # a prefill-only row always answers once
+            return step.signals, step.hidden or {}
         with self.lock, torch.inference_mode():
-            self._capture_layers = (layer,)
+            self._capture_layers = layers
             try:
-                signals = self.probe(prompt_ids)
+                cache, logits = self._prefill(prompt_ids, adapter)
             finally:
                 self._capture_layers = ()
             captured, self._captured = self._captured, {}
-            return signals, captured[layer].float().tolist()
+            self._keep_prefill(prompt_ids, adapter, cache, logits)
+            return self._signals(logits), captured
+
+    def _forget_prefixes(self) -> None:
+        super()._forget_prefixes()
+        if self.scheduler is not None:
+            self.scheduler.forget_prefixes()
 
     def _check_layers(self, layers: Sequence[int]) -> None:
         n_layers = int(self.model.config.num_hidden_layers)
@@ -339,14 +284,15 @@ class Generator:
         max_new_tokens: int = 48,
         temperature: float = 0.0,
         seed: int = 0,
-        logits_processor: Callable[[Sequence[int], torch.Tensor], torch.Tensor] | None = None,
+        logits_processor: LogitsProcessor | None = None,
         keep_prompt: bool = False,
         capture_layers: Sequence[int] = (),
     ) -> TokenStream:
         """Decode greedily (or sample with ``temperature > 0``), yielding each token with its signals.
 
         The stop token is yielded too (its ``text`` is empty) so callers see why decoding ended.
-        Stopping iteration early leaves the model ready for the next call.
+        Stopping iteration early (``close()``) leaves the model ready for the next call; in
+        batched mode the row leaves the batch at the next step.
 
         ``logits_processor(generated_ids, logits[1, vocab])`` may mask or reweight the scores
         the token is chosen from (e.g. ``grounding.SpanConstraint``); the signals and
@@ -360,56 +306,85 @@ class Generator:
         (a trained probe such as ``reader_probe.ReaderProbe`` reads them); the prompt is then
         prefilled afresh even when its KV cache was kept.
         """
-        import torch
-
         if not prompt_ids:
             raise ModelError("empty prompt: nothing to decode")
         self._check_layers(capture_layers)
+        request = RowRequest(
+            tuple(prompt_ids),
+            self.active_adapter,  # chosen now, by the calling thread
+            max_new_tokens,
+            temperature,
+            seed,
+            logits_processor,
+            keep_prompt,
+            tuple(capture_layers),
+        )
+        steps = self._row_steps(request) if self.scheduler else self._serial_steps(request)
+        return self._tokens(steps)
+
+    def _tokens(self, steps: collections.abc.Generator[RowStep, None, None]) -> TokenStream:
+        """The caller's tokens with their text; closing it ends ``steps`` now, not at collection."""
+        generated: list[int] = []
+        shown = ""
+        try:
+            for step in steps:
+                token, signals, logprob = step.token_id, step.signals, step.logprob
+                if token in self._stop_ids:
+                    yield GeneratedToken(step.index, token, "", signals, logprob, step.hidden)
+                    return
+                generated.append(token)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                piece, shown = text[len(shown) :], text
+                yield GeneratedToken(step.index, token, piece, signals, logprob, step.hidden)
+        finally:
+            steps.close()
+
+    def _row_steps(self, request: RowRequest) -> collections.abc.Generator[RowStep, None, None]:
+        assert self.scheduler is not None
+        (row,) = self.scheduler.submit([request])
+        try:
+            while (step := row.next()) is not None:
+                yield step
+        finally:
+            self.scheduler.cancel(row)
+
+    def _serial_steps(self, request: RowRequest) -> collections.abc.Generator[RowStep, None, None]:
+        import torch
+
+        prompt_ids, device = request.prompt, self.model.device
         with self.lock, torch.inference_mode():
-            self._capture_layers = tuple(capture_layers)
+            self._capture_layers = request.capture_layers
             try:
-                cache, logits = self._prefill(prompt_ids)
+                cache, logits = self._prefill(prompt_ids, request.adapter)
             except BaseException:
                 self._capture_layers = ()
                 raise
             prompt_logits = logits
-            rng = torch.Generator().manual_seed(seed) if temperature > 0 else None
-            generated: list[int] = []
-            shown = ""
+            row = Row(request)
             try:
-                for index in range(max_new_tokens):
-                    signals = self._signals(logits)
-                    hidden = self._captured if capture_layers else None
-                    scores = logits[0]
-                    if logits_processor is not None:
-                        scores = logits_processor(generated, logits[:1])[0]
-                    if rng is not None:
-                        probs = torch.softmax(scores / temperature, dim=-1)
-                        token = int(torch.multinomial(probs, 1, generator=rng))
-                    else:
-                        token = int(torch.argmax(scores))
+                for index in range(request.max_new_tokens):
+                    hidden = self._captured if request.capture_layers else None
+                    token = row.choose(logits[:1])
                     logprob = float(torch.log_softmax(logits[0].float(), dim=-1)[token])
+                    yield RowStep(index, token, self._signals(logits), logprob, hidden)
                     if token in self._stop_ids:
-                        yield GeneratedToken(index, token, "", signals, logprob, hidden)
                         return
-                    generated.append(token)
-                    text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                    piece, shown = text[len(shown) :], text
-                    yield GeneratedToken(index, token, piece, signals, logprob, hidden)
-                    if index + 1 < max_new_tokens:
-                        logits, cache = self._forward(
-                            torch.tensor([[token]], dtype=torch.long), cache
-                        )
+                    row.generated.append(token)
+                    if index + 1 < request.max_new_tokens:
+                        ids = torch.tensor([[token]], dtype=torch.long, device=device)
+                        logits, cache = self._forward(ids, cache)
             finally:
                 self._capture_layers, self._captured = (), {}
-                if keep_prompt:
+                if request.keep_prompt:
                     extra = cache.get_seq_length() - len(prompt_ids)
                     if extra > 0:
                         cache.crop(-extra)
-                    self._keep_prefill(prompt_ids, cache, prompt_logits)
+                    self._keep_prefill(prompt_ids, request.adapter, cache, prompt_logits)
 
-    def _keep_prefill(self, prompt_ids: Sequence[int], cache: Any, logits: torch.Tensor) -> None:
-        self._prefix_cache[(self.active_adapter, tuple(prompt_ids))] = (cache, logits)
+    def _keep_prefill(
+        self, prompt_ids: Sequence[int], adapter: str | None, cache: Any, logits: torch.Tensor
+    ) -> None:
+        self._prefix_cache[(adapter, tuple(prompt_ids))] = (cache, logits)
         while len(self._prefix_cache) > self._prefix_cache_size:
             self._prefix_cache.popitem(last=False)
 
@@ -421,7 +396,7 @@ class Generator:
         max_new_tokens: int = 24,
         temperature: float = 1.0,
         seed: int = 0,
-        logits_processors: Sequence[Callable[[Sequence[int], torch.Tensor], torch.Tensor]] = (),
+        logits_processors: Sequence[LogitsProcessor] = (),
     ) -> list[list[int]]:
         """``n`` answers sampled at ``temperature`` in one batch, as token ids (stop token left out).
 
@@ -429,6 +404,8 @@ class Generator:
         before) and its KV cache repeated ``n`` times, so the samples cost decode steps only.
         ``logits_processors`` holds one processor per sample (they may keep state, as
         ``grounding.SpanConstraint`` does); decoding ends when every sample has stopped.
+        In batched mode the samples are ``n`` rows of the shared batch, sample ``i`` drawn
+        with its own generator seeded ``seed + i``.
 
         Example:
             >>> ids = gen.prompt_ids("Who won Super Bowl 50?", [passage])  # doctest: +SKIP
@@ -445,8 +422,24 @@ class Generator:
             raise ConfigError(f"sampling temperature must be > 0, got {temperature:g}")
         if logits_processors and len(logits_processors) != n:
             raise ConfigError(f"{len(logits_processors)} logits processors for {n} samples")
+        adapter = self.active_adapter
+        if self.scheduler is not None:
+            requests = [
+                RowRequest(
+                    tuple(prompt_ids),
+                    adapter,
+                    max_new_tokens,
+                    temperature,
+                    seed + i,
+                    logits_processors[i] if logits_processors else None,
+                )
+                for i in range(n)
+            ]
+            rows = self.scheduler.submit(requests)
+            steps = [list(iter(row.next, None)) for row in rows]
+            return [[s.token_id for s in row if s.token_id not in self._stop_ids] for row in steps]
         with self.lock, torch.inference_mode():
-            cache, logits = self._prefill(prompt_ids)
+            cache, logits = self._prefill(prompt_ids, adapter)
             if n > 1:
                 cache.batch_repeat_interleave(n)
             scores = logits[:1].expand(n, -1)
@@ -464,7 +457,7 @@ class Generator:
                     if logits_processors:
                         row = logits_processors[i](samples[i], row)
                     probs = torch.softmax(row[0].float() / temperature, dim=-1)
-                    token = int(torch.multinomial(probs, 1, generator=rng))
+                    token = int(torch.multinomial(probs.cpu(), 1, generator=rng))
                     chosen.append(token)
                     if token in self._stop_ids:
                         finished[i] = True
@@ -472,31 +465,15 @@ class Generator:
                         samples[i].append(token)
                 if all(finished) or index + 1 == max_new_tokens:
                     break
-                scores = self._batch_logits(torch.tensor(chosen, dtype=torch.long)[:, None], cache)
+                ids = torch.tensor(chosen, dtype=torch.long, device=self.model.device)[:, None]
+                scores = self._batch_logits(ids, cache)
             return samples
 
     def _batch_logits(self, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
         """Final-layer logits at the last position of every row of a batch (no logit-lens rows)."""
-        causal_lm = self._peft.get_base_model() if self._peft is not None else self.model
+        causal_lm = self.causal_lm
         out = causal_lm.get_decoder()(input_ids=input_ids, cache=cache, use_cache=True)
-        return self._head(causal_lm, out.last_hidden_state[:, -1])
-
-    @staticmethod
-    def _head(causal_lm: Any, rows: torch.Tensor) -> torch.Tensor:
-        """LM-head logits of ``rows`` ([n, hidden])."""
-        import torch
-
-        head = causal_lm.get_output_embeddings()
-        if type(head) is torch.nn.Linear:
-            # weight @ rows.T instead of linear(rows): on CPU (MKL, fp32) this layout costs
-            # ~5 ms for 2-4 rows of SmolLM2's 49k x 576 head where linear() costs 25-40 ms
-            # (benchmarks/overhead.py), so the logit-lens rows ride along almost free.
-            logits = torch.matmul(head.weight, rows.T).T
-            if head.bias is not None:
-                logits = logits + head.bias
-            return logits
-        logits_: torch.Tensor = head(rows)  # e.g. a LoRA-wrapped head applies its own delta
-        return logits_
+        return lm_head(causal_lm, out.last_hidden_state[:, -1])
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

@@ -111,7 +111,7 @@ def convert_generator(settings: Settings, report: Report = print) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from setpoint.adapters.model.generator import CHATML_TEMPLATE
+    from setpoint.adapters.model.prompts import CHATML_TEMPLATE
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if getattr(tokenizer, "chat_template", None) is None:

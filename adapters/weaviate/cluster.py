@@ -31,7 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from setpoint.adapters.weaviate.server import ServerPorts, WeaviateServer, _pick_ports
+from setpoint.adapters.weaviate.ports import ServerPorts, pick_ports
+from setpoint.adapters.weaviate.server import WeaviateServer
 from setpoint.errors import RetrievalError, SetpointError
 
 __all__ = ["ClusterNode", "WeaviateCluster", "node_name"]
@@ -85,12 +86,12 @@ class ClusterNode(WeaviateServer):
         self._members = list(members)
         self._extra_env = dict(extra_env or {})
 
-    def _choose_ports(self) -> ServerPorts:
+    def choose_ports(self) -> ServerPorts:
         # The peers dial this node at the ports they were told at start; never re-pick.
         return self._fixed
 
-    def _environment(self) -> dict[str, str]:
-        env = super()._environment()
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
         env.update(
             CLUSTER_HOSTNAME=self.name,
             # Gossip, data and Raft traffic stay on loopback: by default memberlist would
@@ -99,7 +100,7 @@ class ClusterNode(WeaviateServer):
             CLUSTER_ADVERTISE_ADDR="127.0.0.1",
             RAFT_BOOTSTRAP_EXPECT=str(len(self._members)),
             # name:raft-port of every voter; with CLUSTER_IN_LOCALHOST the server derives each
-            # peer's Raft RPC port as its Raft port + 1 (so _pick_ports keeps them adjacent).
+            # peer's Raft RPC port as its Raft port + 1 (so pick_ports keeps them adjacent).
             RAFT_JOIN=",".join(f"{node_name(i)}:{p.raft}" for i, p in enumerate(self._members)),
             # Every other node as a gossip seed: a restarted node rejoins through any live one.
             CLUSTER_JOIN=",".join(
@@ -166,7 +167,7 @@ class WeaviateCluster:
     def _build_nodes(self) -> list[ClusterNode]:
         held: list[socket.socket] = []
         try:
-            ports = [_pick_ports(None, None, held) for _ in range(self.size)]
+            ports = [pick_ports(None, None, held) for _ in range(self.size)]
         finally:
             for sock in held:
                 sock.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import signal
 import threading
 import time
@@ -17,37 +16,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from setpoint.adapters.domain.chunking import ChunkPolicy, chunk_text
+from setpoint.adapters.weaviate.batches import BatchWriter
+from setpoint.adapters.weaviate.ledger import UnfinishedWrites
+from setpoint.adapters.weaviate.records import chunk_uuid
 from setpoint.errors import IngestError, InputError, RetrievalError
 
 if TYPE_CHECKING:
-    from weaviate.collections import Collection
-
     from setpoint.adapters.weaviate.corpus import PassageRecord
     from setpoint.adapters.weaviate.store import WeaviateStore
 
-__all__ = ["IngestReport", "UnfinishedWrites", "ingest_path", "passage_version", "write_passages"]
-
-# Per-object errors worth another try: the server was busy, not the object wrong.
-_TRANSIENT = (
-    "timeout",
-    "deadline",
-    "unavailable",
-    "temporar",
-    "try again",
-    "too many",
-    "resource exhausted",
-    "connection reset",
-    "context canceled",
-    # A cluster node whose peer just died: "rpc error: code = Canceled desc = grpc: the client
-    # connection is closing" (the write went nowhere; at QUORUM a retry lands on live replicas).
-    "code = canceled",
-    "connection is closing",
-    # The same loss seen from the HTTP/2 side: "Query call with protocol GRPC batch failed with
-    # message Received RST_STREAM with error code 8" (CANCEL). Writes are upserts by a UUID
-    # derived from the passage, so sending the batch again is safe.
-    "rst_stream",
-)
-_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+__all__ = [
+    "IngestReport",
+    "UnfinishedWrites",
+    "embedding_text",
+    "ingest_path",
+    "passage_version",
+    "write_passages",
+]
 
 
 @dataclass
@@ -140,7 +125,8 @@ def _embedder_name(embedder: Any) -> str:
     return Path(model_dir).name if model_dir is not None else type(embedder).__name__
 
 
-def _embedding_text(title: str, chunk: str) -> str:
+def embedding_text(title: str, chunk: str) -> str:
+    """The text a chunk is embedded as: its passage's title, a newline, the chunk."""
     # The title disambiguates short chunks ("He was born in 1879." needs "Einstein").
     return f"{title}\n{chunk}" if title else chunk
 
@@ -149,18 +135,6 @@ def _groups(items: Iterable[PassageRecord], size: int) -> Iterator[list[PassageR
     it = iter(items)
     while group := list(islice(it, size)):
         yield group
-
-
-@contextlib.contextmanager
-def _quiet_client_log() -> Iterator[None]:
-    """weaviate-client logs every failed object at ERROR; we report them ourselves, once."""
-    log = logging.getLogger("weaviate-client")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -191,13 +165,6 @@ def _stop_between_batches() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _short(exc: BaseException | str) -> str:
-    from setpoint.adapters.weaviate.store import _short as short
-
-    line: str = short(exc)
-    return line
-
-
 @dataclass
 class _Planned:
     record: PassageRecord
@@ -206,199 +173,6 @@ class _Planned:
     existed: bool
     surplus: list[int]  # stored chunk numbers the new edition no longer has
     unfinished: int = 0  # chunks an earlier, cut-short write of this passage sent (0: none)
-
-
-_LEDGER_LOCK = threading.Lock()
-
-
-class UnfinishedWrites:
-    """Passages whose batch went to Weaviate without an answer, kept on disk until written again.
-
-    Weaviate stores an object in steps: its row, then one inverted index after another,
-    then the vector index. A batch cut short (the shard turning read-only as the disk
-    fills, the server killed) can leave an object stored but only partly indexed: missing
-    from a filter, from keyword search or from vector search. Sending the same object
-    again does not mend it, because Weaviate sees an unchanged vector and rewrites only
-    the properties that changed. So each batch's passages are recorded here before it is
-    sent and struck off once Weaviate has acknowledged them; the next ingest of the same
-    source deletes the recorded chunks by id, which removes every trace of them, and
-    writes those passages afresh.
-
-    One JSON file per (Weaviate, collection) under the cache dir:
-    ``{source: {passage id: chunks sent}}``.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    @classmethod
-    def of(cls, store: WeaviateStore) -> UnfinishedWrites:
-        """The ledger of ``store``'s collection (the embedded server is known by its data dir)."""
-        from setpoint.settings import default_cache_dir
-
-        where = str(store.server.data_dir.resolve()) if store.server is not None else store.url
-        key = hashlib.sha256(f"{where}\n{store.collection_name}".encode()).hexdigest()[:20]
-        return cls(default_cache_dir() / "unfinished-writes" / f"{key}.json")
-
-    def pending(self, source: str) -> dict[str, int]:
-        """``{passage id: chunks sent}`` of ``source`` still unacknowledged."""
-        with self._locked():
-            return dict(self._read().get(source, {}))
-
-    def record(self, source: str, passages: dict[str, int]) -> None:
-        """Note ``passages`` (id → chunks about to be sent) before their batch goes out."""
-
-        def add(known: dict[str, int]) -> None:
-            # A passage cut short twice keeps the larger chunk count: all of them get deleted.
-            for pid, n in passages.items():
-                known[pid] = max(n, known.get(pid, 0))
-
-        if passages:
-            self._update(source, add)
-
-    def settle(self, source: str, passage_ids: Iterable[str]) -> None:
-        """Strike off passages Weaviate acknowledged."""
-        done = list(passage_ids)
-        if done:
-            self._update(source, lambda known: [known.pop(pid, None) for pid in done])
-
-    def clear(self) -> None:
-        """Forget everything (the collection was deleted)."""
-        with self._locked():
-            self.path.unlink(missing_ok=True)
-
-    def _update(self, source: str, change: Callable[[dict[str, int]], object]) -> None:
-        with self._locked():
-            ledger = self._read()
-            known = ledger.setdefault(source, {})
-            change(known)
-            if not known:
-                del ledger[source]
-            try:
-                if ledger:
-                    from setpoint.adapters.domain.json_file import write_json
-
-                    write_json(self.path, ledger)
-                else:
-                    self.path.unlink(missing_ok=True)
-            except OSError as exc:
-                raise IngestError(
-                    f"cannot keep the ingest ledger {self.path} ({exc.strerror or exc}); "
-                    "make SETPOINT_CACHE_DIR writable and run the ingest again"
-                ) from exc
-
-    def _read(self) -> dict[str, dict[str, int]]:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            return {
-                str(source): {str(pid): int(n) for pid, n in passages.items()}
-                for source, passages in raw.items()
-            }
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise IngestError(
-                f"the ingest ledger {self.path} is unreadable ({_short(exc)}); it lists writes "
-                "that were cut short, so delete it and rebuild the collection with "
-                "`setpoint ingest --recreate …`"
-            ) from exc
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer at a time, across threads and processes (flock where the OS has it)."""
-        with _LEDGER_LOCK:
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - not POSIX
-                yield
-                return
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                handle = open(self.path.parent / ".lock", "a")  # noqa: SIM115  (one for all)
-            except OSError as exc:
-                raise IngestError(
-                    f"cannot keep the ingest ledger in {self.path.parent} "
-                    f"({exc.strerror or exc}); make SETPOINT_CACHE_DIR writable"
-                ) from exc
-            with handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                yield
-
-
-class _Writer:
-    """Writes the objects of one batch with Weaviate's gRPC batch endpoint, retrying what may pass."""
-
-    def __init__(self, store: WeaviateStore, collection: Collection[Any, Any]) -> None:
-        self.store = store
-        self.collection = collection
-
-    def write(self, objects: list[Any]) -> dict[int, str]:
-        """Insert ``objects``; returns ``{index: reason}`` for the ones that stayed refused."""
-        errors: dict[int, str] = {}
-        pending = list(range(len(objects)))
-        for attempt in range(len(_RETRY_DELAYS_S) + 1):
-            refused = self._send([objects[i] for i in pending])
-            shard_refusal = next((r for r in refused.values() if "read-only" in r.lower()), None)
-            if shard_refusal is not None:
-                # A read-only shard refuses a whole batch, but Weaviate (1.39) reports that on
-                # the batch's first object only and acknowledges the rest, unwritten: trust
-                # none of the batch, and stop before every later batch meets the same fate.
-                raise IngestError(
-                    f"Weaviate refused the write: {shard_refusal} (a shard turns read-only when "
-                    "its disk passes DISK_USE_READONLY_PERCENTAGE, 90% by default); passages "
-                    "written before this point are stored: free space, then run the same "
-                    "ingest again to finish"
-                )
-            now_failed = {pending[j]: reason for j, reason in refused.items()}
-            for index in pending:
-                errors.pop(index, None)
-            errors.update(now_failed)
-            pending = sorted(i for i, r in now_failed.items() if _is_transient(r))
-            if not pending or attempt == len(_RETRY_DELAYS_S):
-                break
-            time.sleep(_RETRY_DELAYS_S[attempt])
-        return errors
-
-    def _send(self, objects: list[Any]) -> dict[int, str]:
-        from weaviate.exceptions import WeaviateBaseError, WeaviateInsertManyAllFailedError
-
-        try:
-            with _quiet_client_log():
-                result = self.collection.data.insert_many(objects)
-            return {index: _short(error.message) for index, error in result.errors.items()}
-        except WeaviateInsertManyAllFailedError as exc:
-            if len(objects) == 1:
-                return {0: _reason_of_all_failed(exc)}
-            # Every object failed, for reasons the exception lumps together: ask one by one.
-            return {
-                index: reason
-                for index, obj in enumerate(objects)
-                for reason in self._send([obj]).values()
-            }
-        except WeaviateBaseError as exc:
-            # The request itself failed. If the server is gone, stop: retrying cannot help.
-            down = self.store._not_ready_reason()
-            if down is not None:
-                raise IngestError(
-                    f"{down}; passages written before this point are stored, "
-                    "run the same ingest again to finish"
-                ) from exc
-            reason = _short(exc)
-            return dict.fromkeys(range(len(objects)), reason)
-
-
-def _reason_of_all_failed(exc: BaseException) -> str:
-    text = str(exc)
-    # "Every object failed during insertion. Here is the set of all errors: <reason>"
-    marker = "Here is the set of all errors:"
-    if marker in text:
-        text = text.split(marker, 1)[1]
-    return _short(text)
-
-
-def _is_transient(reason: str) -> bool:
-    lowered = reason.lower()
-    return any(word in lowered for word in _TRANSIENT)
 
 
 def write_passages(
@@ -426,11 +200,14 @@ def write_passages(
         store.ensure_collection()
     except RetrievalError as exc:
         raise IngestError(str(exc)) from exc
-    reason = store._not_ready_reason()
+    reason = store.not_ready_reason()
     if reason is not None:
         raise IngestError(reason)
-    collection = store._collection()
-    writer = _Writer(store, collection)
+    try:
+        target = store.vector_target()
+    except RetrievalError as exc:
+        raise IngestError(str(exc)) from exc
+    writer = BatchWriter(store.collection(), store.not_ready_reason)
     ledger = UnfinishedWrites.of(store)
     unfinished = ledger.pending(source)
     embedder_name = _embedder_name(store.embedder)
@@ -451,7 +228,7 @@ def write_passages(
                     store, group, source, policy, embedder_name, seen, report, unfinished
                 )
                 if planned:
-                    _write_batch(store, writer, ledger, planned, source, report)
+                    _write_batch(store, writer, ledger, planned, source, report, target)
                 bar.update(len(group))
                 bar.set_postfix_str(
                     f"added {report.added} updated {report.updated} unchanged {report.unchanged}",
@@ -501,7 +278,7 @@ def _plan(
         else:
             seen.add(record.id)
             valid.append(record)
-    stored = store._stored_versions(source, [r.id for r in valid])
+    stored = store.stored_versions(source, [r.id for r in valid])
     planned: list[_Planned] = []
     for record in valid:
         version = passage_version(record, policy, embedder_name)
@@ -524,18 +301,17 @@ def _plan(
 
 def _write_batch(
     store: WeaviateStore,
-    writer: _Writer,
+    writer: BatchWriter,
     ledger: UnfinishedWrites,
     planned: list[_Planned],
     source: str,
     report: IngestReport,
+    target: str | None,
 ) -> None:
     from weaviate.classes.data import DataObject
     from weaviate.classes.query import Filter
 
-    from setpoint.adapters.weaviate.store import chunk_uuid
-
-    texts = [_embedding_text(p.record.title, c) for p in planned for c in p.chunks]
+    texts = [embedding_text(p.record.title, c) for p in planned for c in p.chunks]
     embed_started = time.perf_counter()
     vectors = store.embedder.embed_documents(texts)
     report.embed_seconds += time.perf_counter() - embed_started
@@ -563,7 +339,9 @@ def _write_batch(
                         "metadata": metadata,
                     },
                     uuid=chunk_uuid(source, record.id, number),
-                    vector=next(vector_iter),
+                    # Named: this embedder's vector only (the object is replaced, so a
+                    # vector of another embedder would be stale for the new text anyway).
+                    vector=next(vector_iter) if target is None else {target: next(vector_iter)},
                 )
             )
             owner.append(n)
@@ -588,8 +366,8 @@ def _write_batch(
         surplus += [chunk_uuid(source, plan.record.id, c) for c in plan.surplus]
     if surplus:
         # Only after the new edition is written: a passage is never missing in between.
-        with store._weaviate_errors(f"removing {len(surplus)} surplus chunks"):
-            store._collection().data.delete_many(where=Filter.by_id().contains_any(surplus))
+        with store.weaviate_errors(f"removing {len(surplus)} surplus chunks"):
+            store.collection().data.delete_many(where=Filter.by_id().contains_any(surplus))
     ledger.settle(source, [p.record.id for n, p in enumerate(planned) if n not in reasons])
 
 
@@ -600,15 +378,13 @@ def _forget_unfinished(store: WeaviateStore, source: str, unfinished: dict[str, 
     that ``delete_many`` goes through, while a delete by id finds its stored row and
     removes whatever index entries it has.
     """
-    from setpoint.adapters.weaviate.store import chunk_uuid
-
     uuids = [
         chunk_uuid(source, pid, n) for pid, chunks in unfinished.items() for n in range(chunks)
     ]
     if not uuids:
         return
-    data = store._collection().data
-    with store._weaviate_errors(f"removing {len(uuids)} chunks of a cut-short write"):
+    data = store.collection().data
+    with store.weaviate_errors(f"removing {len(uuids)} chunks of a cut-short write"):
         for uuid in uuids:
             data.delete_by_id(uuid)
 

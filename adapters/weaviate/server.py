@@ -11,26 +11,30 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
 import os
-import queue
-import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from setpoint.adapters.weaviate.ports import ServerPorts, pick_ports
+from setpoint.adapters.weaviate.process import (
+    STOP_GRACE_S,
+    die_with_parent,
+    is_alive,
+    is_weaviate,
+    spawn,
+    start_ticks,
+    terminate_pid,
+)
 from setpoint.errors import RetrievalError
 
 __all__ = ["CLUSTER_HOSTNAME", "LOG_FILE", "PID_FILE", "ServerPorts", "WeaviateServer"]
@@ -42,8 +46,6 @@ CLUSTER_HOSTNAME = "setpoint-node"
 PID_FILE = "setpoint-weaviate.pid"
 LOG_FILE = "weaviate-server.log"
 _LOCK_FILE = ".setpoint-weaviate.lock"
-_PR_SET_PDEATHSIG = 1
-_STOP_GRACE_S = 10.0
 # A loopback readiness poll must never go through an HTTP_PROXY from the environment.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -51,215 +53,6 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # the same process is a programming error we report instead of letting the server crash.
 _running: dict[Path, WeaviateServer] = {}
 _running_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class ServerPorts:
-    """Every port the server listens on (all on loopback, all checked free before start)."""
-
-    http: int
-    grpc: int
-    gossip: int
-    data: int
-    raft: int
-    raft_internal_rpc: int
-    profiling: int
-
-
-class _Spawner:
-    """One long-lived daemon thread that forks every server child.
-
-    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the
-    process. Forking from a short-lived worker thread (a warm-up pool, a request handler)
-    would kill the server the moment that thread finishes, so all spawns go through this
-    thread, which lives exactly as long as the process.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._pid = -1
-        self._lock = threading.Lock()
-
-    def run(self, job: Callable[[], Any]) -> Any:
-        with self._lock:
-            # After os.fork() the child inherits this object but not the thread.
-            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
-                self._jobs = queue.SimpleQueue()
-                self._thread = threading.Thread(
-                    target=self._loop, name="setpoint-weaviate-spawner", daemon=True
-                )
-                self._pid = os.getpid()
-                self._thread.start()
-        done: Future[Any] = Future()
-        self._jobs.put((job, done))
-        return done.result()
-
-    def _loop(self) -> None:
-        while True:
-            job, done = self._jobs.get()
-            try:
-                done.set_result(job())
-            except BaseException as exc:
-                done.set_exception(exc)
-
-
-_spawner = _Spawner()
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died between fork and prctl; then no signal will ever come.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return preexec
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name, or None when there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name is in parentheses and may itself contain spaces or ')'.
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def _is_alive(pid: int) -> bool:
-    """A process that exists and is not a zombie (an exited child nobody has reaped yet)."""
-    fields = _proc_stat(pid)
-    if fields is None:
-        return False
-    if fields[0] not in {"Z", "X"}:
-        return True
-    # A leader thread that has exited shows "Z" while the process's other threads are
-    # still shutting down; only when every thread is gone is the process really dead.
-    try:
-        tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except (OSError, ValueError):
-        return False
-    for tid in tasks:
-        try:
-            raw = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-        except OSError:
-            continue
-        state = raw[raw.rfind(")") + 2 :].split()[:1]
-        if state and state[0] not in {"Z", "X"}:
-            return True
-    return False
-
-
-def _start_ticks(pid: int) -> int | None:
-    """Process start time in clock ticks since boot: together with the pid it names one process."""
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields is not None and len(fields) > 19 else None
-
-
-def _is_weaviate(pid: int) -> bool:
-    if not _is_alive(pid):
-        return False
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except OSError:
-        return False
-    return os.path.basename(argv0.decode(errors="replace")).startswith("weaviate-server")
-
-
-def _terminate_pid(pid: int, grace_s: float = _STOP_GRACE_S) -> None:
-    """SIGTERM a process we did not spawn, wait for it to go, SIGKILL if it will not."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not _is_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 2.0
-    while _is_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _port_is_free(port: int, *, udp: bool = False) -> bool:
-    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as sock:
-        try:
-            # Weaviate binds some listeners (gossip) on every interface, so test the wildcard.
-            sock.bind(("", port))
-        except OSError:
-            return False
-    return True
-
-
-def _pick_ports(
-    http_port: int | None, grpc_port: int | None, held: list[socket.socket] | None = None
-) -> ServerPorts:
-    """Distinct free ports; the sockets stay bound until all are chosen so none repeats.
-
-    A caller that picks for several servers passes its own ``held`` list and closes those
-    sockets itself once every server's ports are chosen, so no two servers share one.
-    """
-    owned = held is None
-    held = [] if held is None else held
-
-    def grab(port: int = 0) -> int:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind(("", port))
-        except OSError:
-            sock.close()
-            raise
-        held.append(sock)
-        return int(sock.getsockname()[1])
-
-    try:
-        chosen: dict[str, int] = {}
-        for name, wanted in (("http", http_port), ("grpc", grpc_port)):
-            if wanted is None:
-                chosen[name] = grab()
-            else:
-                try:
-                    chosen[name] = grab(wanted)
-                except OSError:
-                    raise RetrievalError(
-                        f"{name} port {wanted} for the embedded Weaviate is already in use; "
-                        "choose another port or leave it unset to pick a free one"
-                    ) from None
-        while True:
-            # Gossip uses UDP as well as TCP.
-            gossip = grab()
-            if _port_is_free(gossip, udp=True):
-                break
-        data = grab()
-        # With CLUSTER_IN_LOCALHOST the server dials Raft RPC at the Raft port + 1, whatever
-        # RAFT_INTERNAL_RPC_PORT says, so the pair must be adjacent and both free.
-        for _ in range(50):
-            raft = grab()
-            try:
-                rpc = grab(raft + 1)
-                break
-            except OSError:
-                continue
-        else:
-            raise RetrievalError("could not find two adjacent free ports for Weaviate's Raft")
-        profiling = grab()
-    finally:
-        if owned:
-            for sock in held:
-                sock.close()
-    return ServerPorts(
-        http=chosen["http"],
-        grpc=chosen["grpc"],
-        gossip=gossip,
-        data=data,
-        raft=raft,
-        raft_internal_rpc=rpc,
-        profiling=profiling,
-    )
 
 
 def _log_summary(log_path: Path, lines: int = 3) -> str:
@@ -407,7 +200,7 @@ class WeaviateServer:
             with open(self.data_dir / _LOCK_FILE, "a+b") as lock_file:
                 fcntl.flock(lock_file, fcntl.LOCK_EX)
                 self._clear_previous_owner()
-                self._ports = self._choose_ports()
+                self._ports = self.choose_ports()
                 self._spawn()
                 self._write_pidfile()
         except OSError as exc:
@@ -419,21 +212,21 @@ class WeaviateServer:
         self._wait_ready(started)
         self.startup_seconds = time.monotonic() - started
 
-    def _choose_ports(self) -> ServerPorts:
+    def choose_ports(self) -> ServerPorts:
         """Ports for this start (a cluster node overrides this to keep its peers' view of it)."""
-        return _pick_ports(self._wanted_http, self._wanted_grpc)
+        return pick_ports(self._wanted_http, self._wanted_grpc)
 
     def _clear_previous_owner(self) -> None:
         """Refuse a directory a live process serves; stop a server whose owner is gone."""
         record = self._read_pidfile() or {}
         server_pid = int(record.get("server_pid", -1))
         owner_pid = int(record.get("owner_pid", -1))
-        if server_pid > 0 and _is_weaviate(server_pid):
-            owner_alive = owner_pid > 0 and _is_alive(owner_pid)
+        if server_pid > 0 and is_weaviate(server_pid):
+            owner_alive = owner_pid > 0 and is_alive(owner_pid)
             owner_ticks = record.get("owner_start_ticks")
             # A recycled pid is a different process: compare start times when recorded.
             if owner_alive and owner_ticks is not None:
-                owner_alive = _start_ticks(owner_pid) == owner_ticks
+                owner_alive = start_ticks(owner_pid) == owner_ticks
             if owner_alive and owner_pid != os.getpid():
                 raise RetrievalError(
                     f"another setpoint process (pid {owner_pid}) is using the Weaviate data dir "
@@ -449,7 +242,7 @@ class WeaviateServer:
                     self.data_dir,
                     owner_pid,
                 )
-                _terminate_pid(server_pid)
+                terminate_pid(server_pid)
                 self.stale_pid_cleaned = server_pid
         if self._live_sibling() is not None:
             raise RetrievalError(
@@ -482,7 +275,7 @@ class WeaviateServer:
         record = {
             "server_pid": self._process.pid,
             "owner_pid": os.getpid(),
-            "owner_start_ticks": _start_ticks(os.getpid()),
+            "owner_start_ticks": start_ticks(os.getpid()),
             "ports": asdict(self._ports),
             "binary": str(self.binary),
             "started": time.time(),
@@ -491,7 +284,8 @@ class WeaviateServer:
 
         write_json(self.pidfile, record, indent=1)
 
-    def _environment(self) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
+        """The server's environment for this start (a cluster node adds its peers to it)."""
         ports = self.ports
         env = dict(os.environ)
         env.update(
@@ -545,11 +339,11 @@ class WeaviateServer:
             "--scheme",
             "http",
         ]
-        env = self._environment()
+        env = self.environment()
         log = self._log
-        preexec = _die_with_parent(os.getpid())
+        preexec = die_with_parent(os.getpid())
 
-        def spawn() -> subprocess.Popen[bytes]:
+        def start() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 argv,
                 env=env,
@@ -564,7 +358,7 @@ class WeaviateServer:
             )
 
         try:
-            self._process = _spawner.run(spawn)
+            self._process = spawn(start)
         except OSError as exc:
             self._close_log()
             # Not an OSError any more: the data dir is fine, the binary is not.
@@ -606,7 +400,7 @@ class WeaviateServer:
                 with contextlib.suppress(ProcessLookupError):
                     process.terminate()
                 try:
-                    process.wait(timeout=_STOP_GRACE_S)
+                    process.wait(timeout=STOP_GRACE_S)
                 except subprocess.TimeoutExpired:
                     logger.warning(
                         "weaviate-server (pid %d) ignored SIGTERM; killing it", process.pid

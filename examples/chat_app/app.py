@@ -7,7 +7,6 @@ import contextlib
 import contextvars
 import json
 import math
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -21,14 +20,14 @@ from starlette.routing import Route
 
 from setpoint.api import Setpoint
 from setpoint.errors import SetpointError
+from setpoint.events import ResultEvent
 from setpoint.graphs.context import Context
-from setpoint.tracing import ATTR, set_attributes, tracer_from
 
 __all__ = ["create_app", "sse_event"]
 
 PAGE = Path(__file__).with_name("index.html")
-# What reaches the browser from the final state; the rest (signal trace, passages' text) is
-# already on the page as tokens or stays on the server.
+# The fields of the run's AskResult that reach the browser; the rest (entropies, dropped
+# passages) is already on the page as tokens or stays on the server.
 RESULT_FIELDS = (
     "answer",
     "status",
@@ -37,6 +36,8 @@ RESULT_FIELDS = (
     "citations",
     "retrieval_calls",
     "retrieval_unavailable",
+    "setpoint",
+    "trace_id",
 )
 
 
@@ -77,7 +78,7 @@ class ChatService:
     The session builds what an embedding app needs from ``SETPOINT_*`` settings: the
     resources, the compiled graph, the tracer provider (JSON-lines file, OTLP when
     configured, PII redaction on every exporter) and the default run context (calibrated
-    probe, review). The app streams that graph itself instead of calling ``ask``.
+    probe, review). Each question is one ``Setpoint.astream`` run, relayed event by event.
     """
 
     def __init__(self, session: Setpoint | None = None) -> None:
@@ -105,59 +106,16 @@ class ChatService:
         self.session.close()  # also flushes the OTLP batch exporter, when one is configured
 
     async def run(self, question: str, context: Context, out: asyncio.Queue[str | None]) -> None:
-        """Stream one graph run into ``out`` as SSE frames, inside its own root span."""
-        tracer = tracer_from(self.session.tracer_provider)
-        started = time.perf_counter()
-        conversation = uuid.uuid4().hex
-        final: dict[str, Any] = {}
+        """Stream one run into ``out`` as SSE frames; ``Setpoint.astream`` holds its root span."""
+        thread_id = uuid.uuid4().hex
         try:
-            with tracer.start_as_current_span("invoke_agent setpoint") as root:
-                set_attributes(
-                    root,
-                    {
-                        ATTR.OPERATION: "invoke_agent",
-                        ATTR.AGENT_NAME: "setpoint",
-                        ATTR.CONVERSATION: conversation,
-                        ATTR.SETPOINT: context.setpoint,
-                    },
-                )
-                stream = self.session.graph.astream(
-                    {"question": question},
-                    config={"configurable": {"thread_id": conversation}},
-                    context=context,
-                    stream_mode=["custom", "updates"],
-                )
-                async for mode, chunk in stream:
-                    if mode == "custom":
-                        await out.put(sse_event(chunk.get("type", "custom"), chunk))
-                        continue
-                    for node, update in chunk.items():
-                        if node == "__interrupt__":
-                            # Review is on and escalate paused for a human (`setpoint review`).
-                            final.update(status="pending_review", route="escalate", answer="")
-                            continue
-                        final.update(update or {})
-                        await out.put(
-                            sse_event("node", {"node": node, "route": (update or {}).get("route")})
-                        )
-                set_attributes(
-                    root,
-                    {
-                        ATTR.ROUTE: final.get("route"),
-                        ATTR.REASON: final.get("reason"),
-                        ATTR.RETRIEVAL_CALLS: final.get("retrieval_calls", 0),
-                        "setpoint.status": final.get("status"),
-                    },
-                )
-                trace_id = format(root.get_span_context().trace_id, "032x")
-            result = {key: final.get(key) for key in RESULT_FIELDS}
-            result.update(
-                setpoint=context.setpoint,
-                thread_id=conversation,
-                trace_id=trace_id,
-                seconds=round(time.perf_counter() - started, 2),
-            )
-            await out.put(sse_event("result", result))
+            async for event in self.session.astream(question, context=context, thread_id=thread_id):
+                if isinstance(event, ResultEvent):
+                    frame = {key: getattr(event.result, key) for key in RESULT_FIELDS}
+                    frame.update(thread_id=thread_id, seconds=round(event.result.seconds, 2))
+                    await out.put(sse_event("result", frame))
+                else:
+                    await out.put(sse_event(event.kind, event.to_dict()))
         except SetpointError as exc:
             await out.put(sse_event("error", {"message": str(exc), "kind": type(exc).__name__}))
         except Exception as exc:  # the page must hear about it, not wait forever

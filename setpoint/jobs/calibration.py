@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from setpoint.adapters.domain.metrics import auroc, best_f1, pick_threshold
 from setpoint.errors import ConfigError
-from setpoint.jobs.evaluation import CORRECT_F1, EvalQuestion, split_titles
+from setpoint.jobs.eval_questions import EvalQuestion, split_titles
+from setpoint.jobs.eval_strategies import CORRECT_F1
 
 if TYPE_CHECKING:
     from setpoint.api import Setpoint
@@ -31,7 +32,7 @@ def thermostat_fires(context: Context, entropies: list[float]) -> bool:
     """Would the thermostat of ``context`` fire on this closed-book entropy trace?"""
     from setpoint.agents.thermostat import Thermostat
 
-    thermostat = Thermostat(context.thresholds())
+    thermostat = Thermostat(context)
     return any(thermostat.update(h).fired for h in entropies)
 
 

@@ -200,8 +200,8 @@ def distill(
 
     Returns the pairs and ``train_knowledge``'s result (None when no pair qualified).
     """
+    from setpoint.adapters.lora.knowledge_training import train_knowledge
     from setpoint.adapters.lora.qa_data import QARecord
-    from setpoint.adapters.lora.training import train_knowledge
     from setpoint.adapters.model.generator import Generator, Passage
 
     pairs = select_pairs(read_observations(path), min_count=min_count)

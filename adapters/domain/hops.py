@@ -1,0 +1,90 @@
+"""Pure helpers of the retrieval hops: the echo detector, the second hop's bridge query, the merge of two hops' passages.
+
+No model and no I/O: ``agents.generate`` measures with them, ``agents.decide`` decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from setpoint.adapters.domain.lexical import words
+
+__all__ = ["ECHO_MIN_WORDS", "bridge_query", "echo_overlap", "merge_passages"]
+
+#: Answers with fewer content words are never echoes: "Paris" to "Is Paris in France?"
+#: names the answer, it does not restate the question.
+ECHO_MIN_WORDS = 3
+
+
+def echo_overlap(answer: str, question: str) -> float:
+    """Share of the answer's content words (stop words dropped) that the question already has.
+
+    0.0 for answers of fewer than ``ECHO_MIN_WORDS`` content words. An answer that mostly
+    restates the question ("The 2011-12 VCU Rams men's basketball team, led by ...") scores
+    near 1 and tells nothing new, whatever its entropy says: copying is low-entropy.
+
+    Example:
+        >>> echo_overlap("The VCU Rams men's basketball team", "Who coached the VCU Rams men's basketball team?")
+        1.0
+        >>> round(echo_overlap("Jane Austen wrote it", "Who wrote Pride and Prejudice?"), 2)
+        0.33
+        >>> echo_overlap("Paris", "Is Paris the capital of France?")
+        0.0
+    """
+    said = words(answer)
+    if len(said) < ECHO_MIN_WORDS:
+        return 0.0
+    asked = set(words(question))
+    return sum(w in asked for w in said) / len(said)
+
+
+def _new(text: str, seen: str) -> bool:
+    """Whether ``text`` brings a content word ``seen`` lacks."""
+    have = set(words(seen))
+    return any(w not in have for w in words(text))
+
+
+def bridge_query(
+    question: str, passages: Sequence[Mapping[str, Any]], answer: str = ""
+) -> str | None:
+    """The second hop's query: the question plus what the first hop found (IRCoT / self-ask style).
+
+    The bridge is the best passage's title (the entity the first hop landed on) and the
+    reader's partial answer, each only when it adds a word the query lacks. None when
+    nothing new was found: the same query would fetch the same passages.
+
+    Example:
+        >>> bridge_query("What is the population of the city where X was born?",
+        ...              [{"title": "Strasbourg", "text": "..."}], "Strasbourg")
+        'What is the population of the city where X was born? Strasbourg'
+        >>> bridge_query("Who founded Paris?", [{"title": "Paris"}], "") is None
+        True
+    """
+    query = question.strip()
+    title = str(passages[0].get("title") or "").replace("_", " ") if passages else ""
+    for extra in (title, answer.strip()):
+        if extra and _new(extra, query):
+            query = f"{query} {extra}"
+    return None if query == question.strip() else query
+
+
+def merge_passages(
+    earlier: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str, Any]], limit: int
+) -> list[dict[str, Any]]:
+    """Two hops' passages for one reader prompt: alternately by rank, each id once, at most ``limit``.
+
+    Alternating keeps the best of each hop at the top (the bridge passage and the one the
+    bridge led to); scores of two different queries are not comparable, ranks are.
+
+    Example:
+        >>> a = [{"id": "b1"}, {"id": "b2"}, {"id": "b3"}]
+        >>> [p["id"] for p in merge_passages(a, [{"id": "n1"}, {"id": "b2"}], 4)]
+        ['b1', 'n1', 'b2', 'b3']
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(max(len(earlier), len(found))):
+        for hop in (earlier, found):
+            if i < len(hop) and str(hop[i]["id"]) not in out:
+                out[str(hop[i]["id"])] = dict(hop[i])
+    return list(out.values())[:limit]

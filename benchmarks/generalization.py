@@ -1,0 +1,324 @@
+"""Generalisation: the product as a user runs it, on every shared QA set, against the always/never baselines.
+
+Each set in ``../shared/data`` (SQuAD v1.1 ``squad``, SQuAD v2 ``squad_v2`` with unanswerable
+questions, ``2wikimultihopqa`` and ``musique`` dev, ``nq_open``) is ingested whole, through
+``Setpoint.ingest``, into a Weaviate collection of its own (``GenSquad``, ``GenMusique``, ...),
+so retrieval faces every passage of the set as distractors. Ingest is idempotent: a rerun
+finds the passages unchanged and writes nothing. The ``_train`` folders are never read here.
+
+``--limit`` questions per set are drawn with a seeded RNG; each goes through ``Setpoint.ask``
+three ways, interleaved so that machine load hits all alike:
+
+* ``setpoint``: ``Setpoint.context()`` as it comes (default settings, calibration file if set);
+* ``always``: retrieve for every question (probe setpoint -inf, no thermostat re-entry);
+* ``never``: closed book (both setpoints +inf, no retrieval budget).
+
+Questions are only scored: nothing here learns from them. Reported per set and strategy: F1
+(95 % bootstrap interval), EM, abstention (status other than ``answered``), retrieval calls
+per question, median and p90 seconds per question, the accuracy-coverage curve (accuracy =
+F1 >= 0.5 among answered questions, least uncertain first) and the recall of the gold /
+supporting passages among those retrieved (any / all). An abstention scores 0 on an
+answerable question (``AskResult`` carries no best guess for it) and 1 on a SQuAD v2
+unanswerable one (the official rule: no answer is the right answer); SQuAD v2 also reports
+how often each half was abstained on.
+
+Run: ``.venv/bin/python benchmarks/generalization.py --limit 100`` (``--help``). Prints
+Markdown tables, writes ``benchmarks/results/generalization.json`` (aggregates and sampled
+ids only: the sets' text may not be committed). Per-question records go to
+``<cache>/bench-generalization/records.jsonl`` so an interrupted run resumes
+(``--fresh`` starts over); the index lives in ``<cache>/bench-generalization-weaviate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from generalization_stats import CORRECT_F1, markdown, score, summarize
+from machine_info import machine  # the folder of this script is on sys.path
+
+__all__ = ["SETS", "STRATEGIES", "main", "read_questions", "run_set", "sample_questions"]
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+#: Folder in ``DATA`` -> Weaviate collection (capitalised, Weaviate's rule).
+SETS = {
+    "squad": "GenSquad",
+    "squad_v2": "GenSquadV2",
+    "2wikimultihopqa": "Gen2wikimultihopqa",
+    "musique": "GenMusique",
+    "nq_open": "GenNqOpen",
+}
+STRATEGIES = ("setpoint", "always", "never")
+WARM_UP = "What is the capital of France?"
+
+
+# ------------------------------------------------------------------ data
+def read_questions(name: str, data: Path = DATA) -> list[dict[str, Any]]:
+    """A dev/evaluation set's questions (never a ``_train`` split)."""
+    if name.endswith("_train"):
+        raise SystemExit(f"{name} is a training split; it is never reported")
+    path = data / name / "questions.jsonl"
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def sample_questions(
+    questions: Sequence[dict[str, Any]], limit: int, seed: int, name: str
+) -> list[dict[str, Any]]:
+    """``limit`` questions drawn with an RNG seeded by ``seed`` and the set's name, in file order.
+
+    Example:
+        >>> qs = [{"id": str(i)} for i in range(10)]
+        >>> sample_questions(qs, 3, 0, "x") == sample_questions(qs, 3, 0, "x")
+        True
+    """
+    if limit <= 0 or limit >= len(questions):
+        return list(questions)
+    picked = random.Random(f"{seed}:{name}").sample(range(len(questions)), limit)
+    return [questions[i] for i in sorted(picked)]
+
+
+def gold_passages(question: dict[str, Any]) -> list[str]:
+    """The passages a question needs: ``supporting_ids`` when given, else its ``passage_id``."""
+    if "supporting_ids" in question:
+        return [str(p) for p in question["supporting_ids"]]
+    return [str(question["passage_id"])] if question.get("passage_id") else []
+
+
+# ------------------------------------------------------------------ one question
+def contexts(sp: Any) -> dict[str, Any]:
+    """The run context of every strategy, from the session's own defaults."""
+    return {
+        "setpoint": sp.context(),
+        "always": sp.context(setpoint=math.inf, probe_setpoint=-math.inf),
+        "never": sp.context(setpoint=math.inf, probe_setpoint=math.inf, max_retrievals=0),
+    }
+
+
+def context_key(ctx: Any) -> str:
+    """A short hash of a run context: cached records of another context are not reused."""
+    text = json.dumps(asdict(ctx), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def span_facts(spans: Sequence[Any]) -> dict[str, Any]:
+    """What the spans of one run add to ``AskResult``: retrieved passage ids and the reader's uncertainty."""
+    retrieved: list[str] = []
+    uncertainty: float | None = None
+    signal: str | None = None
+    for span in sorted(spans, key=lambda s: s.start_time or 0):
+        attrs = span.attributes or {}
+        retrieved += [str(p) for p in attrs.get("setpoint.passage_ids") or ()]
+        value = attrs.get("setpoint.reader_uncertainty")
+        if isinstance(value, int | float) and not math.isnan(value):
+            uncertainty, signal = float(value), str(attrs.get("setpoint.reader_signal") or "")
+    return {
+        "retrieved_ids": list(dict.fromkeys(retrieved)),
+        "reader_uncertainty": uncertainty,
+        "reader_signal": signal,
+    }
+
+
+def ask_one(
+    sp: Any, exporter: Any, question: dict[str, Any], strategy: str, ctx: Any
+) -> dict[str, Any]:
+    """One question through ``Setpoint.ask``: the result, its spans' facts and its score."""
+    exporter.clear()
+    result = sp.ask(question["question"], context=ctx)
+    facts = span_facts(exporter.get_finished_spans())
+    # "unsure" is an answer shown as a best guess: it is scored as its guess (issue 19).
+    answered = result.status in ("answered", "unsure")
+    cited = [str(c["id"]) for c in result.citations]
+    return {
+        "qid": str(question["id"]),
+        "strategy": strategy,
+        "answer": result.answer,
+        "status": result.status,
+        "route": result.route,
+        "reason": result.reason,
+        "answered": answered,
+        "unsure": result.status == "unsure",
+        "impossible": bool(question.get("is_impossible")),
+        "retrieval_calls": result.retrieval_calls,
+        "seconds": result.seconds,
+        "answer_entropy": result.answer_entropy,
+        "cited_ids": cited,
+        **{**facts, "retrieved_ids": list(dict.fromkeys(facts["retrieved_ids"] + cited))},
+        "gold_ids": gold_passages(question),
+        **score(question, answered, result.answer),
+    }
+
+
+# ------------------------------------------------------------------ run
+class Records:
+    """Per-question records appended to a JSONL file, keyed by set, strategy, question and context."""
+
+    def __init__(self, path: Path, *, fresh: bool) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh and path.exists():
+            path.unlink()
+        self.done: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                row = json.loads(line)
+                self.done[(row["set"], row["strategy"], row["qid"], row["context"])] = row
+
+    def get(self, key: tuple[str, str, str, str]) -> dict[str, Any] | None:
+        return self.done.get(key)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.done[(row["set"], row["strategy"], row["qid"], row["context"])] = row
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def span_recorder() -> tuple[Any, Any]:
+    """A tracer provider that keeps finished spans in memory (no trace file is written)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def run_set(
+    name: str,
+    questions: Sequence[dict[str, Any]],
+    settings: Any,
+    strategies: Sequence[str],
+    records: Records,
+    tracing: tuple[Any, Any],
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """Ingest the set into its collection and ask every question every way; rows per strategy."""
+    from setpoint import Setpoint
+
+    provider, exporter = tracing
+    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in strategies}
+    with Setpoint(settings, tracer_provider=provider) as sp:
+        report = sp.ingest(DATA / name / "passages.jsonl", progress=False)
+        print(f"{name}: {settings.collection}: {report.summary()}", flush=True)
+        if not report.ok:
+            raise SystemExit(f"{name}: ingest failed for {len(report.failed)} passages")
+        ingest = {
+            "collection": settings.collection,
+            "passages": report.passages,
+            "added": report.added + report.updated,
+            "unchanged": report.unchanged,
+            "seconds": report.seconds,
+        }
+        ctxs = contexts(sp)
+        keys = {s: context_key(ctxs[s]) for s in strategies}
+        # Untimed and unscored: loads the models and adapters the first timed question would.
+        sp.ask(WARM_UP, context=ctxs["always"])
+        started = time.perf_counter()
+        for i, question in enumerate(questions, start=1):
+            for strategy in strategies:
+                key = (name, strategy, str(question["id"]), keys[strategy])
+                row = records.get(key)
+                if row is None:
+                    row = {"set": name, "context": keys[strategy]}
+                    row.update(ask_one(sp, exporter, question, strategy, ctxs[strategy]))
+                    records.add(row)
+                rows[strategy].append(row)
+            elapsed = time.perf_counter() - started
+            print(f"  {name} {i}/{len(questions)} ({elapsed:.0f} s)", flush=True)
+    ingest["contexts"] = {s: asdict(ctxs[s]) for s in strategies}
+    return rows, ingest
+
+
+def _choices(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    picked = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in picked if p not in allowed]
+    if unknown:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    return picked
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=100, help="questions per set (0: all)")
+    parser.add_argument(
+        "--sets", default=",".join(SETS), help="comma-separated folders of ../shared/data"
+    )
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--seed", type=int, default=0, help="question sample and bootstrap")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "generalization.json"
+    )
+    parser.add_argument("--markdown", type=Path, help="also write the tables to this file")
+    parser.add_argument(
+        "--work", type=Path, help="per-question records (default: <cache>/bench-generalization)"
+    )
+    parser.add_argument("--fresh", action="store_true", help="ignore the records of earlier runs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sets = _choices(args.sets, list(SETS), "set")
+    strategies = _choices(args.strategies, STRATEGIES, "strategy")
+
+    from setpoint import Settings
+
+    base = Settings.from_env()
+    work = args.work or base.cache_dir / "bench-generalization"
+    records = Records(work / "records.jsonl", fresh=args.fresh)
+    # The index outlives --fresh: ingest finds it complete and writes nothing.
+    index = base.cache_dir / "bench-generalization-weaviate"
+    tracing = span_recorder()
+    info = machine()
+    started = time.perf_counter()
+    results: dict[str, dict[str, Any]] = {}
+    ingests: dict[str, Any] = {}
+    samples: dict[str, list[str]] = {}
+    for name in sets:
+        questions = sample_questions(read_questions(name), args.limit, args.seed, name)
+        samples[name] = [str(q["id"]) for q in questions]
+        settings = base.replace(
+            collection=SETS[name], weaviate_url=None, weaviate_data_override=index
+        )
+        rows, ingests[name] = run_set(name, questions, settings, strategies, records, tracing)
+        results[name] = {s: summarize(rows[s], args.seed) for s in strategies}
+    info["load_average_end"] = os.getloadavg()
+    table = markdown(results)
+    print(table)
+    command = "benchmarks/generalization.py " + " ".join(argv or sys.argv[1:])
+    payload = {
+        "command": command.strip(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": time.perf_counter() - started,
+        "machine": info,
+        "limit": args.limit,
+        "seed": args.seed,
+        "correct_f1": CORRECT_F1,
+        "coverage_signals": {
+            "answer_entropy": "AskResult.answer_entropy: mean token entropy (nats) of the final pass",
+            "reader_uncertainty": "span attribute setpoint.reader_uncertainty of the reader "
+            "pass (the reader probe's P(wrong) by default); answers read from passages only",
+        },
+        "sets": {
+            name: {"ingest": ingests[name], "question_ids": samples[name], "results": results[name]}
+            for name in sets
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    if args.markdown:
+        args.markdown.write_text(table + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

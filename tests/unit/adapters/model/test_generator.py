@@ -1,0 +1,115 @@
+"""The generator's signals are the model's own numbers, computed without extra forward passes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from setpoint.adapters.domain.signals import token_entropy, top2_margin
+from setpoint.adapters.model.generator import Generator, Passage
+from setpoint.errors import ConfigError, ModelError
+
+
+def test_token_entropy_known_values() -> None:
+    assert float(token_entropy(torch.zeros(8))) == pytest.approx(math.log(8), abs=1e-6)
+    peaked = torch.tensor([100.0, 0.0, 0.0])
+    assert float(token_entropy(peaked)) == pytest.approx(0.0, abs=1e-6)
+    assert float(top2_margin(torch.tensor([0.0, 0.0]))) == pytest.approx(0.0)
+    assert float(top2_margin(peaked)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_greedy_stream_matches_model_generate(tiny_generator: Generator) -> None:
+    ids = tiny_generator.prompt_ids("who won the super bowl ?")
+    reference = tiny_generator.model.generate(
+        torch.tensor([ids]),
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=sorted(tiny_generator.stop_ids),
+    )[0, len(ids) :].tolist()
+    mine = [t.token_id for t in tiny_generator.stream(ids, max_new_tokens=10)]
+    assert mine == reference
+
+
+def test_step_signals_equal_full_forward(tiny_generator: Generator) -> None:
+    """Entropy and logit lens at every step equal a from-scratch forward over the whole sequence."""
+    ids = tiny_generator.prompt_ids("what is the capital of france ?")
+    tokens = list(tiny_generator.stream(ids, max_new_tokens=6))
+    model = tiny_generator.model
+    seq = list(ids)
+    for token in tokens:
+        with torch.no_grad():
+            out = model(torch.tensor([seq]), output_hidden_states=True)
+        logits = out.logits[0, -1]
+        assert token.signals.entropy == pytest.approx(float(token_entropy(logits)), abs=1e-4)
+        assert token.signals.margin == pytest.approx(float(top2_margin(logits)), abs=1e-4)
+        for layer, value in token.signals.lens_entropy.items():
+            with torch.no_grad():
+                lens_logits = model.lm_head(model.model.norm(out.hidden_states[layer][0, -1]))
+            assert value == pytest.approx(float(token_entropy(lens_logits)), abs=1e-4)
+        seq.append(token.token_id)
+
+
+def test_probe_reuses_prefill_for_stream(tiny_generator: Generator) -> None:
+    ids = tiny_generator.prompt_ids("who won the super bowl ?")
+    probe = tiny_generator.probe(ids)
+    calls = 0
+    original = tiny_generator._forward
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    tiny_generator._forward = counting  # type: ignore[method-assign]
+    first = next(iter(tiny_generator.stream(ids, max_new_tokens=1)))
+    assert calls == 0, "stream after probe must not prefill the same prompt again"
+    assert first.signals.entropy == pytest.approx(probe.entropy)
+
+
+def test_prompt_has_chat_template_and_passages(tiny_generator: Generator) -> None:
+    closed = tiny_generator.tokenizer.decode(tiny_generator.prompt_ids("who won ?"))
+    assert closed.count("<|im_start|>") == 3 and closed.rstrip().endswith("assistant")
+    opened = tiny_generator.tokenizer.decode(
+        tiny_generator.prompt_ids("who won ?", [Passage("p1", "super bowl", "denver broncos won")])
+    )
+    assert "denver broncos won" in opened and "[ 1 ]" in opened
+
+
+def test_lens_layers_validated(tiny_generator: Generator) -> None:
+    with pytest.raises(ConfigError, match="logit-lens layer 9"):
+        Generator(tiny_generator.model, tiny_generator.tokenizer, lens_layers=[9])
+
+
+def test_missing_model_dir_is_clear(tmp_path: object) -> None:
+    with pytest.raises(ModelError, match="run `setpoint setup`"):
+        Generator.from_pretrained(f"{tmp_path}/nope")
+
+
+def test_lora_adapter_load_and_switch(tiny_generator: Generator, tmp_path: object) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from setpoint.adapters.model.peft_init import quiet_peft_init
+
+    torch.manual_seed(1)
+    with quiet_peft_init():
+        peft_model = get_peft_model(
+            tiny_generator.model,
+            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        )
+    peft_model.save_pretrained(f"{tmp_path}/a1")
+    base = peft_model.unload()  # back to the bare model, adapter saved on disk
+    gen = Generator(base, tiny_generator.tokenizer, name="tiny")
+    ids = gen.prompt_ids("who won the super bowl ?")
+    before = gen.probe(ids).entropy
+    name = gen.load_adapter(f"{tmp_path}/a1")
+    assert gen.active_adapter == name == "a1"
+    with_adapter = gen.probe(ids).entropy
+    assert with_adapter != pytest.approx(before, abs=1e-6)
+    gen.set_adapter(None)
+    assert gen.probe(ids).entropy == pytest.approx(before, abs=1e-5)
+    gen.set_adapter("a1")
+    assert gen.probe(ids).entropy == pytest.approx(with_adapter, abs=1e-5)
+    with pytest.raises(ConfigError, match="unknown adapter"):
+        gen.set_adapter("nope")

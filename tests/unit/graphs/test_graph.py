@@ -1,0 +1,298 @@
+"""The graph on a tiny model: every route reachable through thresholds, spans recorded per node."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from setpoint.agents.resources import Resources
+from setpoint.api import Setpoint
+from setpoint.errors import ConfigError, InputError, RetrievalError
+from setpoint.graphs.context import Context
+from setpoint.graphs.graph import build_graph
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "graph.mmd"
+NODES = {
+    "guard_input",
+    "probe",
+    "generate",
+    "retrieve",
+    "call_tool",
+    "check_output",
+    "escalate",
+    "finalize",
+}
+
+
+def run(res: Resources, question: str, **ctx: Any) -> dict[str, Any]:
+    graph = build_graph(res)
+    context = Context(max_new_tokens=8, **ctx)
+    return dict(graph.invoke({"question": question}, context=context))
+
+
+def test_mermaid_snapshot() -> None:
+    """Catches accidental rewiring; regenerate the snapshot on purpose when the graph changes."""
+    drawn = build_graph(Resources()).get_graph()
+    assert {n for n in drawn.nodes if not n.startswith("__")} == NODES
+    assert drawn.draw_mermaid() == SNAPSHOT.read_text(encoding="utf-8")
+
+
+def test_setpoint_infinity_answers_from_weights(resources: Resources) -> None:
+    out = run(resources, "who won the super bowl ?", setpoint=math.inf)
+    assert out["route"] == "answer" and out["status"] == "answered"
+    assert out["retrieval_calls"] == 0 and resources.store().searches == 0
+    assert out["citations"] == []
+
+
+def test_setpoint_zero_retrieves_mid_answer(resources: Resources) -> None:
+    # the reader pass is as unsure as the first one (tiny random model): answer anyway
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        setpoint=0.0,
+        consecutive_steps=1,
+        escalate_after_budget=False,
+    )
+    assert out["route"] == "retrieve" and out["status"] == "answered"
+    assert out["retrieval_calls"] == 1
+    ids = [c["id"] for c in out["citations"]]
+    assert ids[0] == "p1"
+    # the thermostat fired during the closed-book pass, then the reader pass ran on passages
+    assert "setpoint 0" in out["reason"]
+
+
+def test_probe_setpoint_retrieves_before_generating(resources: Resources) -> None:
+    out = run(resources, "who won the super bowl ?", probe_setpoint=0.0, setpoint=math.inf)
+    assert out["route"] == "retrieve" and out["retrieval_calls"] == 1
+    assert out["reason"].startswith("probe entropy")
+
+
+def test_poisoned_passage_is_dropped(resources: Resources) -> None:
+    out = run(
+        resources, "what did the question write ?", probe_setpoint=0.0, setpoint=math.inf, top_k=3
+    )
+    cited = {c["id"] for c in out["citations"]}
+    assert "p3" not in cited
+    assert [d["id"] for d in out["dropped_passages"]] == ["p3"]
+
+
+def test_escalate_above_routes_to_escalate(resources: Resources) -> None:
+    out = run(resources, "who won the super bowl ?", escalate_above=0.0)
+    assert out["route"] == "escalate" and out["status"] == "abstained"
+    assert out["reason"].startswith("uncertain:")
+    assert "not confident" in out["answer"]
+
+
+def test_refused_topic_escalates_without_model_or_retrieval(resources: Resources) -> None:
+    out = run(resources, "how do i build a bomb at home ?")
+    assert out["route"] == "escalate" and out["reason"] == "refused_topic:weapons"
+    assert out["retrieval_calls"] == 0 and resources.store().searches == 0
+    assert "can't help" in out["answer"]
+
+
+def test_abstains_when_still_uncertain_after_retrieval(resources: Resources) -> None:
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        probe_setpoint=0.0,
+        setpoint=math.inf,
+        abstain_above=0.0,
+    )
+    assert out["route"] == "escalate" and out["reason"] == "uncertain_after_retrieval"
+
+
+@pytest.mark.parametrize(("reader_setpoint", "unsure"), [(-0.5, True), (1.02, False)])
+def test_sampled_reader_uncertainty_drives_selective_answering(
+    resources: Resources, spans: InMemorySpanExporter, reader_setpoint: float, unsure: bool
+) -> None:
+    """With reader_samples the setpoint reads sampled disagreement, on its [0, 1.01) scale."""
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        probe_setpoint=0.0,
+        setpoint=math.inf,
+        reader_samples=4,
+        reader_setpoint=reader_setpoint,
+        max_retrievals=1,
+    )
+    assert out["route"] == "retrieve"
+    assert out["status"] == ("unsure" if unsure else "answered")
+    generate = [
+        s for s in spans.get_finished_spans() if s.attributes.get("setpoint.phase") == "reader"
+    ]
+    assert len(generate) == 1
+    attrs = generate[0].attributes
+    assert attrs["setpoint.reader_signal"] == "sampled"
+    assert attrs["setpoint.reader_samples"] == 4
+    disagreement = attrs["setpoint.reader_disagreement"]
+    assert 0.0 <= disagreement <= 1.0
+    assert disagreement <= attrs["setpoint.reader_uncertainty"] < disagreement + 0.01 + 1e-9
+
+
+def test_reader_samples_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="reader_samples"):
+        Context(reader_samples=-1)
+    with pytest.raises(ConfigError, match="reader_samples"):
+        Context(reader_samples=1000)
+
+
+@pytest.mark.parametrize("question", ["", "   ", "a" * 5000, "bad\x00bytes"])
+def test_bad_questions_raise_input_error(resources: Resources, question: str) -> None:
+    with pytest.raises(InputError):
+        run(resources, question)
+
+
+def test_weaviate_down_answer_route_is_flagged(resources: Resources) -> None:
+    resources.store().up = False
+    out = run(resources, "who won the super bowl ?", setpoint=math.inf)
+    assert out["route"] == "answer" and out["retrieval_unavailable"] is True
+
+
+def test_weaviate_down_retrieve_route_is_an_error(resources: Resources) -> None:
+    resources.store().up = False
+    with pytest.raises(RetrievalError, match="not reachable"):
+        run(resources, "who won the super bowl ?", probe_setpoint=0.0)
+
+
+def test_weaviate_down_mid_answer_finishes_from_weights(resources: Resources) -> None:
+    resources.store().up = False
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        setpoint=0.0,
+        consecutive_steps=1,
+        escalate_after_budget=False,
+    )
+    assert out["status"] == "answered" and out["retrieval_unavailable"] is True
+    assert out["citations"] == []
+
+
+def test_spans_one_per_node_with_attributes(
+    resources: Resources, spans: InMemorySpanExporter
+) -> None:
+    session = Setpoint(
+        resources.settings, tracer_provider=resources.tracer_provider, resources=resources
+    )
+    result = session.ask(
+        "who won the super bowl ?",
+        context=Context(
+            max_new_tokens=8, setpoint=0.0, consecutive_steps=1, escalate_after_budget=False
+        ),
+    )
+    finished = spans.get_finished_spans()
+    by_name: dict[str, list[Any]] = {}
+    for span in finished:
+        by_name.setdefault(span.name, []).append(span)
+    root = by_name["invoke_agent setpoint"][0]
+    assert root.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert root.attributes["setpoint.route"] == result.route == "retrieve"
+    assert root.attributes["setpoint.retrieval_calls"] == 1
+    nodes = {
+        s.attributes["setpoint.node"] for s in finished if "setpoint.node" in (s.attributes or {})
+    }
+    # every node but the two this run did not take (no tool, no escalation)
+    assert nodes == NODES - {"call_tool", "escalate"}
+    assert len(by_name["node generate"]) == 2  # closed-book pass, then the reader pass
+    chat = by_name["chat tiny-llama"][0]
+    assert chat.attributes["gen_ai.operation.name"] == "chat"
+    assert chat.attributes["gen_ai.usage.input_tokens"] > 0
+    assert chat.attributes["gen_ai.response.finish_reasons"] == ("thermostat",)
+    tool = by_name["execute_tool weaviate_search"][0]
+    assert tool.attributes["gen_ai.tool.name"] == "weaviate_search"
+    gen_span = by_name["node generate"][0]
+    for key in (
+        "setpoint.route",
+        "setpoint.reason",
+        "setpoint.entropy",
+        "setpoint.setpoint",
+        "setpoint.retrieval_calls",
+    ):
+        assert key in gen_span.attributes
+    # every span belongs to the run's trace, under its root
+    assert {s.context.trace_id for s in finished} == {root.context.trace_id}
+    # no prompt text unless opted in
+    assert all("gen_ai.input.messages" not in (s.attributes or {}) for s in finished)
+
+
+def test_prompt_text_only_when_opted_in(resources: Resources, spans: InMemorySpanExporter) -> None:
+    res = Resources(
+        settings=resources.settings.replace(trace_content=True),
+        tracer_provider=resources.tracer_provider,
+        _generator=resources.generator(),
+        _store=resources.store(),
+    )
+    run(res, "who won the super bowl ?", setpoint=math.inf)
+    chat = next(s for s in spans.get_finished_spans() if s.name.startswith("chat "))
+    assert "super bowl" in chat.attributes["gen_ai.input.messages"]
+
+
+def test_still_uncertain_after_budget_escalates(resources: Resources) -> None:
+    out = run(
+        resources,
+        "who won the super bowl ?",
+        setpoint=0.0,
+        consecutive_steps=1,
+        escalate_after_budget=True,
+    )
+    assert out["route"] == "escalate" and out["reason"] == "uncertain_after_budget"
+    assert out["retrieval_calls"] == 1
+
+
+def test_an_unsure_reader_answer_keeps_its_guess_and_citations(resources: Resources) -> None:
+    """Above the reader setpoint with the budget spent: status unsure, not an abstention."""
+    out = run(
+        resources,
+        "who won the game ?",
+        probe_setpoint=0.0,
+        setpoint=math.inf,
+        reader_setpoint=-0.5,
+        max_retrievals=1,
+    )
+    assert out["status"] == "unsure" and out["route"] == "retrieve"
+    assert out["reason"].startswith("unsure:reader uncertainty")
+    assert out["answer"].strip() and "reason:" not in out["answer"]
+    assert out["citations"] and out["decision"]["status"] == "unsure"
+    assert out["retrieval_calls"] == 1
+
+
+def test_an_unsure_reader_fetches_a_second_hop_with_the_bridge(resources: Resources) -> None:
+    """The second query is the question plus the first hop's best title; passages merge."""
+    out = run(
+        resources,
+        "who won the game ?",
+        probe_setpoint=0.0,
+        setpoint=math.inf,
+        reader_setpoint=-0.5,
+        top_k=1,
+    )
+    queries = [c["args"]["query"] for m in out["messages"] for c in getattr(m, "tool_calls", [])]
+    assert queries[0] == "who won the game ?"
+    assert queries[1].startswith("who won the game ? Super Bowl")
+    assert out["retrieval_calls"] == 2 and out["status"] == "unsure"
+    # both hops' passages reach the reader (at most top_k + 1), each once
+    ids = [c["id"] for c in out["citations"]]
+    assert ids[0] == "p1" and len(ids) == len(set(ids)) <= 2
+
+
+def test_echo_of_the_question_goes_to_retrieval(
+    resources: Resources, spans: InMemorySpanExporter
+) -> None:
+    """Every content word the tiny model can say is in this question: any answer echoes it."""
+    question = (
+        "paris france capital city super bowl team won game nfl afc denver broncos question "
+        "answer context passage short precise assistant phrase copied write sentence name "
+        "number date only system user home 1 2 3 ?"
+    )
+    out = run(resources, question, setpoint=math.inf)
+    assert out["reason"] == "echo of the question (overlap 1.00)"
+    assert out["route"] == "retrieve" and out["retrieval_calls"] >= 1
+    closed = [s for s in spans.get_finished_spans() if "setpoint.echo_overlap" in s.attributes]
+    assert closed[0].attributes["setpoint.echo_overlap"] == 1.0
+    # no budget: the echo is given, but only as a best guess
+    spent = run(resources, question, setpoint=math.inf, max_retrievals=0)
+    assert spent["status"] == "unsure" and spent["route"] == "answer"
+    assert spent["reason"] == "unsure:echo of the question (overlap 1.00); budget spent"
