@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from setpoint.adapters.model.generator import Generator
+from setpoint.adapters.model.generator import BatchLimits, Generator
 from setpoint.agents.resources import Resources
 from setpoint.settings import Settings
 from setpoint.tracing import configure_tracing
@@ -102,7 +102,15 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def make_tiny_generator(seed: int = 0, layers: int = 4) -> Generator:
+def make_tiny_generator(
+    seed: int = 0,
+    layers: int = 4,
+    *,
+    initializer_range: float = 0.02,
+    name: str = "tiny-llama",
+    batching: BatchLimits | None = None,
+) -> Generator:
+    """A tiny random Llama; a large ``initializer_range`` makes its greedy tokens vary."""
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
     config = LlamaConfig(
@@ -116,9 +124,10 @@ def make_tiny_generator(seed: int = 0, layers: int = 4) -> Generator:
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     model = LlamaForCausalLM(config)
-    return Generator(model, tokenizer, name="tiny-llama")
+    return Generator(model, tokenizer, name=name, batching=batching)
 
 
 @pytest.fixture

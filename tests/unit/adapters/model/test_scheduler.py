@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from setpoint.adapters.model.generator import BatchLimits, GeneratedToken, Generator
 from setpoint.errors import BusyError
-from tests.unit.conftest import make_tokenizer
+from tests.unit.conftest import make_tiny_generator
 
 QUESTIONS = [
     "who won the super bowl ?",
@@ -24,22 +24,7 @@ QUESTIONS = [
 
 def sharp_generator(batching: BatchLimits | None = None) -> Generator:
     """A tiny Llama with large enough weights that its greedy tokens vary (same weights per call)."""
-    torch.manual_seed(7)
-    tokenizer = make_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=True,
-        initializer_range=0.4,
-    )
-    return Generator(LlamaForCausalLM(config), tokenizer, name="sharp", batching=batching)
+    return make_tiny_generator(7, initializer_range=0.4, name="sharp", batching=batching)
 
 
 #: Small chunks, so prompts prefill over several steps while other rows decode.
