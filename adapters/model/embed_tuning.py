@@ -146,19 +146,40 @@ def mine_examples(
             raise ConfigError("the 'vectors' miner needs the embedder to mine with")
         ranked = _nearest(model, [q.question for q in questions], passages, depth)
     rows = []
+    filler = random.Random(config.seed)
     for q, hits in zip(questions, ranked, strict=True):
         gold = dataset.passages[q.passage_id]
-        negatives = [p for p in hits if not _false_negative(p, gold, q)]
-        rows.append(
-            EmbedExample(
-                q.question,
-                passage_text(gold),
-                tuple(passage_text(p) for p in negatives[: config.hard_negatives]),
+        negatives = [p for p in hits if not _false_negative(p, gold, q)][: config.hard_negatives]
+        if len(negatives) < config.hard_negatives:
+            # The ranking ran dry (short answers such as a year are in many passages): fill
+            # with random training passages, or the width cut below would strip every row.
+            negatives += _random_negatives(
+                passages, negatives, gold, q, config.hard_negatives - len(negatives), filler
             )
+        rows.append(
+            EmbedExample(q.question, passage_text(gold), tuple(passage_text(p) for p in negatives))
         )
-    # A row short of negatives cannot share a table with full ones: drop its extras evenly.
+    # A row short of negatives cannot share a table with full ones. Only a question whose
+    # answer is in nearly every passage (a one-character answer) stays short: leave such
+    # rows out rather than cut every row's negatives down to theirs.
+    full = [r for r in rows if len(r.negatives) == config.hard_negatives]
+    if full:
+        return full
     width = min(len(r.negatives) for r in rows)
     return [EmbedExample(r.anchor, r.positive, r.negatives[:width]) for r in rows]
+
+
+def _random_negatives(
+    passages: list[Any], taken: list[Any], gold: Any, question: QARecord, n: int, rng: Any
+) -> list[Any]:
+    chosen = {p.id for p in taken}
+    out: list[Any] = []
+    for p in rng.sample(passages, len(passages)):
+        if len(out) == n:
+            break
+        if p.id not in chosen and not _false_negative(p, gold, question):
+            out.append(p)
+    return out
 
 
 def _nearest(

@@ -195,6 +195,18 @@ def test_tune_saves_a_versioned_folder_whose_split_keeps_titles_apart(
     )
 
 
+def test_one_question_whose_answer_is_everywhere_keeps_the_others_hard_negatives(
+    qa_dir: Path,
+) -> None:
+    rows = [json.loads(line) for line in (qa_dir / "questions.jsonl").read_text().splitlines()]
+    rows[0]["answers"] = ["."]  # in every passage: no passage is a safe negative for it
+    (qa_dir / "questions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_squad(qa_dir)
+    examples = mine_examples(dataset, sorted(dataset.question_counts()), CONFIG)
+    assert len(examples) == len(rows) - 1
+    assert all(len(row.negatives) == 1 for row in examples)
+
+
 def test_training_rows_never_come_from_evaluation_titles(qa_dir: Path) -> None:
     dataset = load_squad(qa_dir)
     split = split_titles(dataset.question_counts(), eval_fraction=0.25)
