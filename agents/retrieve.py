@@ -93,9 +93,9 @@ def is_transient(exc: BaseException) -> bool:
 RETRIEVAL_RETRY = RetryPolicy(
     initial_interval=0.5, backoff_factor=2.0, max_attempts=3, retry_on=is_transient
 )
-#: How long a search result is reused. Short, because the cache cannot see the index
-#: change: an ingest through this process clears it (``Resources.forget_retrievals``), one
-#: through another process shows after at most this long.
+#: How long a search result is reused. Short, because the cache cannot see every index
+#: change: an ingest or delete through this process moves the index generation in the key
+#: (older entries go unused), one through another process shows after at most this long.
 RETRIEVAL_CACHE_TTL_S = 60
 
 

@@ -293,25 +293,14 @@ class Setpoint:
             },
         )
         asked = run.graph_input.get("question") if isinstance(run.graph_input, dict) else None
-        return AskResult(
-            question=str(state.get("question") or asked or ""),
-            answer=state.get("answer", ""),
-            status=state.get("status", "answered"),
-            route=state.get("route", ""),
-            reason=state.get("reason", ""),
-            probe_entropy=decision.get("probe_entropy"),
-            answer_entropy=decision.get("answer_entropy"),
+        return AskResult.from_state(
+            state,
+            question=str(asked or ""),
             setpoint=run.context.setpoint,
-            retrieval_calls=int(state.get("retrieval_calls", 0)),
-            retrieval_unavailable=bool(state.get("retrieval_unavailable")),
-            adapter=decision.get("adapter"),
-            citations=list(state.get("citations") or []),
-            dropped_passages=list(state.get("dropped_passages") or []),
             trace_file=str(self.settings.trace_file) if self._owns_provider else None,
             trace_id=format(root.get_span_context().trace_id, "032x"),
             seconds=time.perf_counter() - run.started,
             thread_id=run.thread_id if self.checkpointer is not None else None,
-            review=state.get("review") or None,
         )
 
     def pending_reviews(self) -> list[dict[str, Any]]:

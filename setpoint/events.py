@@ -8,6 +8,7 @@ that stream would carry no tokens, only copies of messages already in the state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
@@ -63,6 +64,40 @@ class AskResult(_Record):
     #: For ``status == "pending_review"``: the interrupt payload a reviewer sees; after a
     #: review: the reviewer's decision.
     review: dict[str, Any] | None = None
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], *, question: str, setpoint: float, **run: Any
+    ) -> AskResult:
+        """The result a graph run's final ``state`` stands for, in process or on a server.
+
+        ``question`` is the asked one (the state's wins when it has one); ``run`` carries
+        what only the caller knows: ``seconds``, ``trace_file``, ``trace_id``, ``thread_id``.
+
+        Example:
+            >>> r = AskResult.from_state({"answer": "Paris", "decision": {"answer_entropy": 0.4}},
+            ...                          question="Capital of France?", setpoint=1.6, seconds=1.0)
+            >>> r.answer, r.status, r.answer_entropy, r.retrieval_calls
+            ('Paris', 'answered', 0.4, 0)
+        """
+        decision = state.get("decision") or {}
+        return cls(
+            question=str(state.get("question") or question),
+            answer=state.get("answer", ""),
+            status=state.get("status", "answered"),
+            route=state.get("route", ""),
+            reason=state.get("reason", ""),
+            probe_entropy=decision.get("probe_entropy"),
+            answer_entropy=decision.get("answer_entropy"),
+            setpoint=setpoint,
+            retrieval_calls=int(state.get("retrieval_calls", 0)),
+            retrieval_unavailable=bool(state.get("retrieval_unavailable")),
+            adapter=decision.get("adapter"),
+            citations=list(state.get("citations") or []),
+            dropped_passages=list(state.get("dropped_passages") or []),
+            review=state.get("review") or None,
+            **run,
+        )
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,14 @@ def _warm_allowed(args: argparse.Namespace, settings: Settings) -> bool:
 
 def _ask_warm(settings: Settings, question: str, overrides: dict[str, Any]) -> Any:
     """The ``AskResult`` of a running ``setpoint serve``, or None (then ask cold)."""
-    from setpoint.api import AskResult, calibrated_context
+    from setpoint.api import calibrated_context
 
     # What ``Setpoint.context(**overrides)`` would build in process, as plain fields.
     context: dict[str, Any] = {"setpoint": settings.setpoint}
     if settings.calibration_file is not None:
         context.update(calibrated_context(settings.calibration_file))
     context.update(overrides)
-    fields = ask_through_server(settings, question, context)
-    return None if fields is None else AskResult(**fields)
+    return ask_through_server(settings, question, context)
 
 
 def run_ask(args: argparse.Namespace) -> int:

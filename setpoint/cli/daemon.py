@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from setpoint.errors import SetpointError
+from setpoint.events import AskResult
 from setpoint.settings import Settings
 
 __all__ = [
@@ -166,8 +167,8 @@ def _setpoint_error(error: Any) -> SetpointError | None:
 
 def ask_through_server(
     settings: Settings, question: str, context: dict[str, Any]
-) -> dict[str, Any] | None:
-    """Answer ``question`` on a running server; the fields of an ``AskResult``, or None.
+) -> AskResult | None:
+    """Answer ``question`` on a running server; its ``AskResult``, or None (then ask cold).
 
     ``context`` holds the run-context fields (``Setpoint.context(**context)`` in process).
 
@@ -190,20 +191,9 @@ def ask_through_server(
         if error is None:
             return None
         raise error
-    decision = state.get("decision") or {}
-    return {
-        "question": state.get("question", question),
-        "answer": state.get("answer", ""),
-        "status": state.get("status", "answered"),
-        "route": state.get("route", ""),
-        "reason": state.get("reason", ""),
-        "probe_entropy": decision.get("probe_entropy"),
-        "answer_entropy": decision.get("answer_entropy"),
-        "setpoint": context["setpoint"],
-        "retrieval_calls": int(state.get("retrieval_calls", 0)),
-        "retrieval_unavailable": bool(state.get("retrieval_unavailable")),
-        "adapter": decision.get("adapter"),
-        "citations": list(state.get("citations") or []),
-        "dropped_passages": list(state.get("dropped_passages") or []),
-        "seconds": time.perf_counter() - started,
-    }
+    return AskResult.from_state(
+        state,
+        question=question,
+        setpoint=context["setpoint"],
+        seconds=time.perf_counter() - started,
+    )
