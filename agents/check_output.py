@@ -70,6 +70,7 @@ def make_check_output(res: Resources) -> Any:
                 budget_spent=int(state.get("retrieval_calls", 0)) >= ctx.max_retrievals,
                 uncertain_after_budget=bool(state.get("uncertain_after_budget")),
                 escalate_after_budget=ctx.escalate_after_budget,
+                unsure=state.get("status") == "unsure",
             )
             if uncertainty is not None:
                 # Uncertainty is the controller's own finding and names the failure first.

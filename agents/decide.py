@@ -283,6 +283,7 @@ def after_generation(
     retrievals_used: int = 0,
     bridge: str | None = None,
     answered: bool = True,
+    no_answer: bool = False,
 ) -> Decision[GenerateHop]:
     """After a decoding pass: retrieve (again), or on to the checks as answered or unsure.
 
@@ -295,6 +296,9 @@ def after_generation(
       with the ``bridge`` query
       while the budget lasts and the bridge adds something; else the answer is given as
       ``unsure`` (selective answering; an empty one still fails the checks).
+    - Read from passages, and the reader said they hold no answer (``no_answer``,
+      ``reader.NO_ANSWER``; pass ``answered=False`` too): a second hop as above, else
+      ``unsure`` with no answer claimed.
 
     Example:
         >>> from setpoint.graphs.context import Context
@@ -336,6 +340,13 @@ def after_generation(
             else "no answer in the passages"
         )
         return Decision("retrieve", "retrieve", f"second hop: {what}; query {bridge!r}")
+    if no_answer:
+        return Decision(
+            "check_output",
+            "retrieve",
+            "unsure:the reader found no answer in the passages",
+            "unsure",
+        )
     if doubt:
         return Decision(
             "check_output",
@@ -355,6 +366,7 @@ def output_problem(
     budget_spent: bool,
     uncertain_after_budget: bool = False,
     escalate_after_budget: bool = False,
+    unsure: bool = False,
 ) -> str | None:
     """The uncertainty reason code that stops an answer, or None when it may be given.
 
@@ -367,7 +379,8 @@ def output_problem(
         'uncertain_after_budget'
     """
     if not answer.strip():
-        return "empty_answer"
+        # "Unsure" with nothing claimed (the reader found no answer) is a result, not a failure.
+        return None if unsure else "empty_answer"
     if (used_passages or budget_spent) and answer_entropy > abstain_above:
         return "uncertain_after_retrieval"
     if uncertain_after_budget and escalate_after_budget:

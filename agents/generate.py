@@ -17,6 +17,7 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from setpoint.adapters.domain.hops import bridge_query, echo_overlap
+from setpoint.adapters.lora.reader import is_no_answer
 from setpoint.agents.decide import after_generation, reader_setpoint, retrievals_spent
 from setpoint.agents.probe import select_adapter
 from setpoint.agents.resources import Resources
@@ -65,13 +66,23 @@ def _choose_adapter(
     """The pass's LoRA adapter (switched to) and its decoding constraint (None: free decoding)."""
     generator = res.generator()
     if passages:
-        from setpoint.adapters.lora.reader import resolve_reader
-        from setpoint.adapters.model.quoting import SpanConstraint
+        from setpoint.adapters.lora.reader import NO_ANSWER, resolve_reader
+        from setpoint.adapters.model.quoting import SpanConstraint, TokenTable
 
         # The retrieve route reads with the reader adapter; the answer route keeps the
         # knowledge adapter. PEFT switches them on the one loaded base model.
         adapter = select_adapter(res, resolve_reader(generator.model.config, ctx.reader_adapter))
-        constraint = SpanConstraint.for_generator(generator, passages) if ctx.grounded else None
+        # Besides quotes, the reader may say NO_ANSWER (what it learned for passages that
+        # do not answer the question); it is mapped to "unsure" below, never cited.
+        constraint = (
+            SpanConstraint(
+                [*(p.text for p in passages), NO_ANSWER],
+                TokenTable.of(generator.tokenizer),
+                sorted(generator.stop_ids),
+            )
+            if ctx.grounded
+            else None
+        )
         return adapter, constraint
     # With a registry, the probe picked this question's knowledge adapter.
     registry = ctx.adapter is None and bool(ctx.adapters or res.settings.adapters)
@@ -266,12 +277,15 @@ def make_generate(res: Resources) -> Any:
                         },
                     )
             uncertainty, signal, echo, bridge = math.nan, "probe", 0.0, None
+            # "The passages hold no answer": no answer text is claimed (and none is cited).
+            no_answer = bool(passages) and is_no_answer(out.text)
+            text = "" if no_answer else out.text
             if passages and out.fired_at is None:
                 uncertainty, reader_attrs = _reader_uncertainty(
                     res, ctx, generator, prompt, question, passages, out, probe
                 )
                 signal = str(reader_attrs["setpoint.reader_signal"])
-                bridge = bridge_query(question, state.get("passages") or [], out.text)
+                bridge = bridge_query(question, state.get("passages") or [], text)
                 set_attributes(
                     node,
                     {
@@ -296,7 +310,8 @@ def make_generate(res: Resources) -> Any:
                 echo=echo,
                 retrievals_used=retrievals,
                 bridge=bridge,
-                answered=bool(out.text),
+                answered=bool(text),
+                no_answer=no_answer,
             )
             update: dict[str, Any] = {
                 "signal_trace": out.trace,
@@ -308,12 +323,12 @@ def make_generate(res: Resources) -> Any:
                 update.update(partial_answer=out.text, query=f"{question} {out.text}".strip())
             elif decision.next_node == "retrieve" and passages:
                 # Second hop: the bridge query; the first hop's answer stays the fallback.
-                update.update(answer=out.text, query=bridge)
+                update.update(answer=text, query=bridge)
             elif decision.next_node == "retrieve":
                 # Echo: the question itself; the echo is what a failed search falls back to.
                 update.update(partial_answer=out.text, query=question)
             else:
-                update.update(answer=out.text, uncertain_after_budget=thermostat.fired_after_budget)
+                update.update(answer=text, uncertain_after_budget=thermostat.fired_after_budget)
             set_attributes(
                 node,
                 {

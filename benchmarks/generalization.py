@@ -47,6 +47,8 @@ from typing import Any
 from generalization_stats import CORRECT_F1, markdown, score, summarize
 from machine_info import machine  # the folder of this script is on sys.path
 
+from setpoint.adapters.model.catalog import DEFAULT_MODEL
+
 __all__ = ["SETS", "STRATEGIES", "main", "read_questions", "run_set", "sample_questions"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +70,14 @@ def read_questions(name: str, data: Path = DATA) -> list[dict[str, Any]]:
     """A dev/evaluation set's questions (never a ``_train`` split)."""
     if name.endswith("_train"):
         raise SystemExit(f"{name} is a training split; it is never reported")
+    from setpoint.adapters.lora.qa_data import SQUAD_V2_TRAIN_TITLES
+
     path = data / name / "questions.jsonl"
     with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        rows = [json.loads(line) for line in handle if line.strip()]
+    # The reader learned the unanswerable questions of these set-aside titles: never scored.
+    spent = set(SQUAD_V2_TRAIN_TITLES) if name == "squad_v2" else set()
+    return [q for q in rows if str(q.get("passage_id", "")).rsplit("-", 1)[0] not in spent]
 
 
 def sample_questions(
@@ -137,8 +144,9 @@ def ask_one(
     exporter.clear()
     result = sp.ask(question["question"], context=ctx)
     facts = span_facts(exporter.get_finished_spans())
-    # "unsure" is an answer shown as a best guess: it is scored as its guess (issue 19).
-    answered = result.status in ("answered", "unsure")
+    # "unsure" is an answer shown as a best guess: it is scored as its guess (issue 19);
+    # an unsure result with no text (the reader found no answer) claims nothing.
+    answered = result.status in ("answered", "unsure") and bool((result.answer or "").strip())
     cited = [str(c["id"]) for c in result.citations]
     return {
         "qid": str(question["id"]),
@@ -222,7 +230,13 @@ def run_set(
             "seconds": report.seconds,
         }
         ctxs = contexts(sp)
-        keys = {s: context_key(ctxs[s]) for s in strategies}
+        # Another generator's answers are other records (the default model keeps its old keys).
+        model = (
+            ""
+            if settings.model_dir is None and settings.model == DEFAULT_MODEL
+            else (f"{settings.model_dir or settings.model}:")
+        )
+        keys = {s: model + context_key(ctxs[s]) for s in strategies}
         # Untimed and unscored: loads the models and adapters the first timed question would.
         sp.ask(WARM_UP, context=ctxs["always"])
         started = time.perf_counter()
@@ -264,6 +278,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--work", type=Path, help="per-question records (default: <cache>/bench-generalization)"
     )
+    parser.add_argument(
+        "--index",
+        type=Path,
+        help="Weaviate data folder (default: <cache>/bench-generalization-weaviate)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore the records of earlier runs")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -276,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     work = args.work or base.cache_dir / "bench-generalization"
     records = Records(work / "records.jsonl", fresh=args.fresh)
     # The index outlives --fresh: ingest finds it complete and writes nothing.
-    index = base.cache_dir / "bench-generalization-weaviate"
+    index = args.index or base.cache_dir / "bench-generalization-weaviate"
     tracing = span_recorder()
     info = machine()
     started = time.perf_counter()

@@ -32,6 +32,8 @@ from typing import Any
 
 from machine_info import machine  # the folder of this script is on sys.path
 
+from setpoint.adapters.lora.qa_data import default_squad_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,13 +91,7 @@ def timed(call: Callable[[], Any], repeats: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--squad-dir",
-        type=Path,
-        default=Path(
-            os.environ.get("SETPOINT_SQUAD_DIR", ROOT.parent / "shared" / "data" / "squad")
-        ),
-    )
+    parser.add_argument("--squad-dir", type=Path, default=default_squad_dir())
     parser.add_argument("--alphas", default="0.3,0.5,0.6,0.7", help="hybrid alphas to measure")
     parser.add_argument("--rerank-alpha", type=float, default=0.5)
     parser.add_argument("--questions", type=int, default=0, help="use only the first N (0: all)")

@@ -28,6 +28,8 @@ from machine_info import machine  # the folder of this script is on sys.path
 from retrieval import load_squad as load_records
 from retrieval import quality
 
+from setpoint.adapters.lora.qa_data import default_squad_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["main", "score_embedder"]
@@ -51,13 +53,7 @@ def main() -> None:
         help="embedder folder (repeatable; default: SETPOINT_EMBEDDER_DIR or the packaged one)",
     )
     parser.add_argument("--split", help="split.json (default: the first embedder's)")
-    parser.add_argument(
-        "--squad-dir",
-        type=Path,
-        default=Path(
-            os.environ.get("SETPOINT_SQUAD_DIR", ROOT.parent / "shared" / "data" / "squad")
-        ),
-    )
+    parser.add_argument("--squad-dir", type=Path, default=default_squad_dir())
     parser.add_argument("--questions", type=int, default=500, help="evaluation-title questions")
     parser.add_argument("--alpha", type=float, default=0.5, help="hybrid alpha")
     parser.add_argument("--data-dir", type=Path, help="Weaviate data dir (default: a temp dir)")

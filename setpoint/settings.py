@@ -11,10 +11,19 @@ from pathlib import Path
 from setpoint.errors import ConfigError
 from setpoint.graphs.context import DEFAULT_SETPOINT
 
-__all__ = ["CONSISTENCY_LEVELS", "WEAVIATE_VERSION", "Settings", "default_cache_dir"]
+__all__ = [
+    "CONSISTENCY_LEVELS",
+    "EMBED_BACKENDS",
+    "WEAVIATE_VERSION",
+    "Settings",
+    "default_cache_dir",
+]
 
 #: Replica agreement a read or write waits for (Weaviate's consistency levels).
 CONSISTENCY_LEVELS = ("ONE", "QUORUM", "ALL")
+
+#: How texts are embedded; ``auto`` picks one of the others per machine.
+EMBED_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
 
 #: The Weaviate server version ``setpoint setup`` builds and the embedded server runs.
 WEAVIATE_VERSION = "v1.39.0"
@@ -77,10 +86,16 @@ class Settings:
     """
 
     cache_dir: Path = field(default_factory=default_cache_dir)
-    #: A local Hugging Face model directory that replaces the default SmolLM2 generator.
+    #: Which packaged generator to provision and load (``SETPOINT_MODEL``; a key of
+    #: ``adapters.model.catalog.MODELS``).
+    model: str = "smollm2-135m"
+    #: A local Hugging Face model directory that replaces the packaged generator.
     model_dir: Path | None = None
     #: A local sentence-transformers directory that replaces the packaged all-MiniLM-L6-v2.
     embedder_dir: Path | None = None
+    #: How passages and queries are embedded (``SETPOINT_EMBED_BACKEND``): auto, torch,
+    #: onnx, onnx-int8 or openvino (see ``adapters.model.embedder.Embedder``).
+    embed_backend: str = "auto"
     #: An external Weaviate (``http://host:port``); unset means the embedded local server.
     weaviate_url: str | None = None
     weaviate_grpc_port: int | None = None
@@ -104,7 +119,9 @@ class Settings:
     trace_console: bool = False
     policy_file: Path | None = None
     max_question_chars: int = 2000
-    setpoint: float = DEFAULT_SETPOINT
+    #: The thermostat's entropy setpoint (``SETPOINT_SETPOINT``); None: the generator's own
+    #: calibrated default (``thermostat_setpoint``).
+    setpoint: float | None = None
     threads: int | None = None
     #: Knowledge adapters (PEFT folders) the graph picks from per question
     #: (``SETPOINT_ADAPTERS``, comma-separated); see ``agents.probe.select_knowledge``.
@@ -138,8 +155,10 @@ class Settings:
         threads = _env_int("THREADS", 0)
         grpc = _env_int("WEAVIATE_GRPC_PORT", 0)
         settings = cls(
+            model=(_env("MODEL") or "smollm2-135m").strip().lower(),
             model_dir=path("MODEL_DIR"),
             embedder_dir=path("EMBEDDER_DIR"),
+            embed_backend=(_env("EMBED_BACKEND") or "auto").lower(),
             weaviate_url=_env("WEAVIATE_URL"),
             weaviate_grpc_port=grpc or None,
             weaviate_api_key=_env("WEAVIATE_API_KEY"),
@@ -157,7 +176,7 @@ class Settings:
             trace_console=_env_bool("TRACE_CONSOLE", False),
             policy_file=path("POLICY_FILE"),
             max_question_chars=_env_int("MAX_QUESTION_CHARS", 2000),
-            setpoint=_env_float("SETPOINT", DEFAULT_SETPOINT),
+            setpoint=None if _env("SETPOINT") is None else _env_float("SETPOINT", DEFAULT_SETPOINT),
             threads=threads or None,
             adapters=tuple(a.strip() for a in (_env("ADAPTERS") or "").split(",") if a.strip()),
             calibration_file=path("CALIBRATION"),
@@ -177,6 +196,9 @@ class Settings:
                 f"collection name {self.collection!r} must start with a capital letter and "
                 "contain only letters, digits and underscores (Weaviate's rule)"
             )
+        from setpoint.adapters.model.catalog import model_spec
+
+        model_spec(self.model)
         if self.max_question_chars < 1:
             raise ConfigError("SETPOINT_MAX_QUESTION_CHARS must be at least 1")
         if self.replication_factor < 1:
@@ -189,6 +211,11 @@ class Settings:
         if self.max_batch < 1 or self.max_queue < 0:
             raise ConfigError(
                 "SETPOINT_MAX_BATCH must be at least 1 and SETPOINT_MAX_QUEUE at least 0"
+            )
+        if self.embed_backend not in EMBED_BACKENDS:
+            raise ConfigError(
+                f"SETPOINT_EMBED_BACKEND={self.embed_backend!r} is not one of "
+                f"{', '.join(EMBED_BACKENDS)}"
             )
         if self.weaviate_timeout_s <= 0:
             raise ConfigError("SETPOINT_WEAVIATE_TIMEOUT must be a positive number of seconds")
@@ -209,8 +236,26 @@ class Settings:
 
     @property
     def model_cache_dir(self) -> Path:
-        """The fp32 safetensors conversion of the packaged GGUF generator."""
-        return self.cache_dir / "models" / "SmolLM2-135M-Instruct"
+        """The fp32 safetensors conversion of the packaged GGUF generator (``model``)."""
+        from setpoint.adapters.model.catalog import model_spec
+
+        return self.cache_dir / "models" / model_spec(self.model).name
+
+    @property
+    def thermostat_setpoint(self) -> float:
+        """The entropy setpoint runs start from: the configured one, else the model's calibrated one.
+
+        Example:
+            >>> Settings().thermostat_setpoint, Settings(setpoint=2.0).thermostat_setpoint
+            (1.6, 2.0)
+        """
+        if self.setpoint is not None:
+            return self.setpoint
+        if self.model_dir is not None:
+            return DEFAULT_SETPOINT
+        from setpoint.adapters.model.catalog import model_spec
+
+        return model_spec(self.model).setpoint
 
     @property
     def generator_dir(self) -> Path:

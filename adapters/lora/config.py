@@ -31,6 +31,12 @@ class TuningConfig:
         distractors: retrieved passages added next to the gold one (RAFT).
         gold_only_fraction: share of contexts that hold the gold passage alone.
         max_context_tokens: contexts longer than this drop distractors, then the group.
+        multihop_examples: multi-hop training questions added to the reader's data (their
+            supporting passages and ``multihop_distractors`` of their own distractor
+            paragraphs, shuffled); None: all of the ``multihop`` folders' questions.
+        multihop_distractors: distractor paragraphs per multi-hop context.
+        unanswerable_examples: SQuAD v2 unanswerable questions added (target ``NO_ANSWER``);
+            None: all of the set-aside titles' ones.
         seed: seeds the data order, distractor placement, LoRA init and dropout.
         save_dtype: dtype of the saved adapter weights.
 
@@ -61,6 +67,9 @@ class TuningConfig:
     distractors: int = 2
     gold_only_fraction: float = 0.3
     max_context_tokens: int = 1024
+    multihop_examples: int | None = None
+    multihop_distractors: int = 3
+    unanswerable_examples: int | None = None
     seed: int = 0
     save_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
 
@@ -82,10 +91,10 @@ class TuningConfig:
         for name in ("epochs", "group_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "distractors", "skip_examples"):
+        for name in ("warmup_steps", "distractors", "skip_examples", "multihop_distractors"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_examples", "max_steps"):
+        for name in ("max_examples", "max_steps", "multihop_examples", "unanswerable_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1 (or None for no limit), got {value}")

@@ -7,6 +7,7 @@ one step on a shared prefix (``training.group_loss``), so a group is the unit of
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +27,10 @@ __all__ = [
     "TrainingGroup",
     "encode_group",
     "knowledge_groups",
+    "multihop_groups",
     "pair_groups",
     "reader_groups",
+    "unanswerable_groups",
 ]
 
 
@@ -112,6 +115,68 @@ def reader_groups(
     return groups
 
 
+def multihop_groups(
+    dataset: QADataset, config: TuningConfig, *, limit: int | None = None
+) -> list[TrainingGroup]:
+    """Multi-passage reader contexts: every supporting passage of a question and its own distractors.
+
+    One question per group (each has a context of its own): all of ``needed_ids`` plus up
+    to ``config.multihop_distractors`` of the question's other paragraphs, in a seeded
+    random order, so the answer (an attribute of the bridge entity) must be found past the
+    passage that names the entity. Questions whose answer is no quote of a supporting
+    passage (yes/no comparisons) are left out: the grounded reader can only quote.
+    """
+    rng = random.Random(config.seed)
+    kept = [
+        q
+        for q in dataset.questions
+        if q.target.lower() not in ("", "yes", "no")
+        and any(_quotes(q.target, dataset.passages[p].text) for p in q.needed_ids)
+    ]
+    rng.shuffle(kept)
+    groups = []
+    for q in kept[:limit]:
+        needed = set(q.needed_ids)
+        others = [p for p in q.context_ids if p not in needed]
+        rng.shuffle(others)
+        ids = [*q.needed_ids, *others[: config.multihop_distractors]]
+        rng.shuffle(ids)
+        groups.append(TrainingGroup(tuple(dataset.passages[i] for i in ids), (q,)))
+    return groups
+
+
+def _quotes(answer: str, text: str) -> bool:
+    """Whether ``answer`` occurs in ``text`` as whole words ("no" is not in "not").
+
+    Example:
+        >>> _quotes("no", "It is not known."), _quotes("Paris", "in Paris, France")
+        (False, True)
+    """
+    return re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", text) is not None
+
+
+def unanswerable_groups(
+    dataset: QADataset, titles: Sequence[str], config: TuningConfig, *, limit: int | None = None
+) -> list[TrainingGroup]:
+    """Contexts that do not answer their questions: SQuAD v2 ``is_impossible`` questions of ``titles``.
+
+    Grouped by passage (``group_size``), the passage alone: a retrieved neighbour might hold
+    the answer the question's own paragraph lacks. Every target is ``NO_ANSWER``.
+    """
+    rng = random.Random(config.seed)
+    by_passage: dict[str, list[QARecord]] = defaultdict(list)
+    for q in dataset.in_titles(titles):
+        if q.impossible:
+            by_passage[q.passage_id].append(q)
+    chunks = [
+        TrainingGroup((dataset.passages[pid],), tuple(qs[i : i + config.group_size]))
+        for pid, qs in sorted(by_passage.items())
+        for i in range(0, len(qs), config.group_size)
+    ]
+    rng.shuffle(chunks)
+    return _cap_examples(chunks, limit)
+
+
 def knowledge_groups(
     dataset: QADataset, titles: Sequence[str], config: TuningConfig
 ) -> list[TrainingGroup]:
@@ -170,7 +235,7 @@ def encode_group(
     """``(prompt ids, answer ids + end token)`` per question, prompts as the generator builds them.
 
     With ``max_context_tokens``, distractors are dropped (longest first) until the longest
-    prompt fits; returns ``[]`` when even the gold passage alone is too long.
+    prompt fits; returns ``[]`` when even the gold (or supporting) passages alone are too long.
     """
     passages = list(group.passages)
     end = _end_token(generator.tokenizer)
@@ -178,7 +243,7 @@ def encode_group(
         prompts = [generator.prompt_ids(q.question, passages) for q in group.items]
         if max_context_tokens is None or max(len(p) for p in prompts) <= max_context_tokens:
             break
-        gold_ids = {q.passage_id for q in group.items}
+        gold_ids = {p for q in group.items for p in q.needed_ids}
         droppable = [p for p in passages if p.id not in gold_ids]
         if not droppable:
             return []

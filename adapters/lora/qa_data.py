@@ -14,15 +14,28 @@ from typing import Any
 from setpoint.errors import ConfigError, InputError
 
 __all__ = [
+    "NO_ANSWER",
+    "SQUAD_V2_TRAIN_TITLES",
     "QADataset",
     "QARecord",
     "TitleSplit",
     "default_squad_dir",
     "file_sha256",
+    "load_multihop",
     "load_squad",
     "sample_questions",
     "split_titles",
 ]
+
+#: What the reader is trained to say when its passages do not answer the question (one
+#: word, so grounded decoding admits it whole and no shorter piece of it).
+NO_ANSWER = "unanswerable"
+
+#: The set-aside dev part of SQuAD v2 whose unanswerable questions the reader learns from.
+#: Training titles of the reader's SQuAD split (so no evaluation title is spent), and
+#: disjoint from ``benchmarks/reader_setpoint.py``'s ``DEV_TITLES``; the benchmarks that
+#: score SQuAD v2 leave these titles out.
+SQUAD_V2_TRAIN_TITLES = ("Packet_switching", "Steam_engine", "Warsaw")
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,17 @@ class QARecord:
     question: str
     answers: tuple[str, ...]
     passage_id: str
+    #: Every passage the answer needs (multi-hop: all supporting ones); empty: ``passage_id``.
+    supporting_ids: tuple[str, ...] = ()
+    #: The question's own context in multi-hop sets: supporting and distractor paragraphs.
+    context_ids: tuple[str, ...] = ()
+    #: No answer is in the passage (SQuAD v2 ``is_impossible``): the target is ``NO_ANSWER``.
+    impossible: bool = False
+
+    @property
+    def needed_ids(self) -> tuple[str, ...]:
+        """The passages a context must keep for the question to be answerable from it."""
+        return self.supporting_ids or (self.passage_id,)
 
     @property
     def target(self) -> str:
@@ -41,7 +65,11 @@ class QARecord:
         Example:
             >>> QARecord("q", "?", ("Denver Broncos", "the Broncos", "Denver Broncos"), "p").target
             'Denver Broncos'
+            >>> QARecord("q", "?", (), "p", impossible=True).target
+            'unanswerable'
         """
+        if self.impossible:
+            return NO_ANSWER
         counts = Counter(a.strip() for a in self.answers if a.strip())
         if not counts:
             return ""
@@ -109,14 +137,68 @@ def _read_lines(path: Path, option: str, required: tuple[str, ...]) -> list[dict
     return rows
 
 
-def load_squad(directory: Path, *, option: str = "--data") -> QADataset:
+def load_squad(directory: Path, *, option: str = "--data", unanswerable: bool = False) -> QADataset:
     """Read ``passages.jsonl`` ({id, title, text}) and ``questions.jsonl`` ({id, question, answers, passage_id}).
 
     ``option`` is the command-line flag that names the folder, for the error messages.
+    ``unanswerable`` also keeps SQuAD v2's ``is_impossible`` questions (no answers).
 
     Raises:
         InputError: a file is missing or malformed, or a question names an unknown passage.
     """
+    passages, rows, directory, fingerprint = _read_folder(directory, option)
+    questions = []
+    for row in rows:
+        pid = str(row.get("passage_id", ""))
+        if pid not in passages:
+            raise InputError(f"question {row.get('id')!r} names unknown passage {pid!r}")
+        answers = tuple(str(a) for a in row.get("answers") or ())
+        impossible = unanswerable and bool(row.get("is_impossible"))
+        if not answers and not impossible:
+            raise InputError(f"question {row.get('id')!r} has no answers")
+        questions.append(
+            QARecord(str(row["id"]), str(row["question"]), answers, pid, impossible=impossible)
+        )
+    return QADataset(passages, questions, directory, fingerprint)
+
+
+def load_multihop(directory: Path, *, option: str = "--multihop") -> QADataset:
+    """A multi-hop training split: questions with ``supporting_ids`` and their own ``passage_ids``.
+
+    Only rows marked ``"split": "train"`` are accepted: a dev set's questions are scored,
+    never learned from.
+
+    Raises:
+        InputError: a file is missing or malformed, a question names an unknown passage or
+            has no supporting passage, or a row is not from a training split.
+    """
+    passages, rows, directory, fingerprint = _read_folder(directory, option)
+    questions = []
+    for row in rows:
+        qid = row.get("id")
+        if row.get("split") != "train":
+            raise InputError(
+                f"{directory}: question {qid!r} is from split {row.get('split')!r}, not 'train'; "
+                "only training splits are learned from"
+            )
+        supporting = tuple(str(p) for p in row.get("supporting_ids") or ())
+        context = tuple(str(p) for p in row.get("passage_ids") or supporting)
+        unknown = [p for p in (*supporting, *context) if p not in passages]
+        if not supporting or unknown:
+            raise InputError(f"question {qid!r}: no supporting passage, or unknown {unknown[:3]}")
+        answers = tuple(str(a) for a in row.get("answers") or ())
+        if not answers:
+            raise InputError(f"question {qid!r} has no answers")
+        questions.append(
+            QARecord(str(qid), str(row["question"]), answers, supporting[0], supporting, context)
+        )
+    return QADataset(passages, questions, directory, fingerprint)
+
+
+def _read_folder(
+    directory: Path, option: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], Path, dict[str, str]]:
+    """(passages by id, question rows, the folder, content hashes) of a data folder."""
     from setpoint.adapters.model.generator import Passage
 
     directory = Path(directory).expanduser()
@@ -125,24 +207,12 @@ def load_squad(directory: Path, *, option: str = "--data") -> QADataset:
         str(row["id"]): Passage(str(row["id"]), str(row.get("title") or ""), str(row["text"]))
         for row in _read_lines(passages_file, option, ("id", "text"))
     }
-    questions = []
-    for row in _read_lines(questions_file, option, ("id", "question")):
-        pid = str(row.get("passage_id", ""))
-        if pid not in passages:
-            raise InputError(f"question {row.get('id')!r} names unknown passage {pid!r}")
-        answers = tuple(str(a) for a in row.get("answers") or ())
-        if not answers:
-            raise InputError(f"question {row.get('id')!r} has no answers")
-        questions.append(QARecord(str(row["id"]), str(row["question"]), answers, pid))
-    return QADataset(
-        passages=passages,
-        questions=questions,
-        directory=directory,
-        fingerprint={
-            "passages.jsonl": file_sha256(passages_file),
-            "questions.jsonl": file_sha256(questions_file),
-        },
-    )
+    rows = _read_lines(questions_file, option, ("id", "question"))
+    fingerprint = {
+        "passages.jsonl": file_sha256(passages_file),
+        "questions.jsonl": file_sha256(questions_file),
+    }
+    return passages, rows, directory, fingerprint
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from setpoint.adapters.lora.qa_data import NO_ANSWER
 from setpoint.adapters.lora.record import BASE_MODEL_KEYS, training_record
 
-__all__ = ["AUTO", "adapter_fits", "resolve_reader", "shipped_reader_dir", "training_record"]
+__all__ = [
+    "AUTO",
+    "NO_ANSWER",
+    "adapter_fits",
+    "is_no_answer",
+    "resolve_reader",
+    "shipped_reader_dir",
+    "training_record",
+]
 
 #: ``Context.reader_adapter`` value meaning "the shipped reader when it fits the generator".
 AUTO = "auto"
@@ -52,3 +61,13 @@ def resolve_reader(model_config: Any, requested: str | None) -> str | None:
         return requested
     directory = shipped_reader_dir()
     return str(directory) if adapter_fits(model_config, directory) is None else None
+
+
+def is_no_answer(text: str) -> bool:
+    """Whether a reader answer is ``NO_ANSWER``: the reader says its passages hold no answer.
+
+    Example:
+        >>> is_no_answer(" Unanswerable."), is_no_answer("unanswerable questions")
+        (True, False)
+    """
+    return text.strip().strip(".!").strip().lower() == NO_ANSWER

@@ -14,11 +14,14 @@ from setpoint.adapters.lora.config import TuningConfig
 from setpoint.adapters.lora.examples import (
     DistractorRetriever,
     StoreDistractors,
+    TrainingGroup,
     knowledge_groups,
+    multihop_groups,
     reader_groups,
+    unanswerable_groups,
 )
 from setpoint.adapters.lora.knowledge_training import train_knowledge
-from setpoint.adapters.lora.qa_data import QADataset, QARecord, TitleSplit
+from setpoint.adapters.lora.qa_data import SQUAD_V2_TRAIN_TITLES, QADataset, QARecord, TitleSplit
 from setpoint.adapters.lora.record import (
     RECORD_FILE,
     SPLIT_FILE,
@@ -32,7 +35,7 @@ from setpoint.errors import ConfigError
 if TYPE_CHECKING:
     from setpoint.adapters.model.generator import Generator, Passage
 
-__all__ = ["TuneResult", "evaluate_reader", "passages_digest", "tune"]
+__all__ = ["TuneResult", "evaluate_reader", "passages_digest", "reader_mix", "tune"]
 
 
 @dataclass
@@ -63,6 +66,9 @@ def tune(
     update: Path | None = None,
     replay_fraction: float = 0.5,
     topics: Sequence[str] = (),
+    multihop: Sequence[Path] = (),
+    unanswerable: Path | None = None,
+    unanswerable_titles: Sequence[str] = SQUAD_V2_TRAIN_TITLES,
 ) -> TuneResult:
     """Train and save an adapter from SQuAD-format data; what ``setpoint tune`` runs.
 
@@ -75,6 +81,11 @@ def tune(
     selected questions it has not learned yet, plus a ``replay_fraction`` sample of those it
     has (see ``train_knowledge``). ``topics`` are declared in the record for adapter
     selection.
+
+    ``read`` can mix in more than SQuAD (``reader_mix``): the ``multihop`` training splits
+    (multi-passage contexts, ``config.multihop_examples``) and the unanswerable questions
+    of ``unanswerable_titles`` in the SQuAD v2 folder ``unanswerable``
+    (``config.unanswerable_examples``, target ``NO_ANSWER``).
 
     Raises:
         InputError: the data folder is missing or malformed.
@@ -100,8 +111,17 @@ def tune(
             distractors = StoreDistractors(store, split.train)
         else:
             distractors = Bm25Index(train_passages)
+    mix: list[dict[str, Any]] = []
     if config.task == "read":
         groups = reader_groups(dataset, split.train, config, distractors)
+        mix = [{"source": "squad", "first_group": 0}]
+        for source, extra in reader_mix(config, split, multihop, unanswerable, unanswerable_titles):
+            mix.append({**source, "first_group": len(groups)})
+            groups += extra
+    elif multihop or unanswerable is not None:
+        raise ConfigError(
+            "--multihop and --unanswerable add reader data; use them with --task read"
+        )
     else:
         groups = knowledge_groups(dataset, split.train, config)
     if update is not None and config.task != "qa":
@@ -168,6 +188,7 @@ def tune(
             "training_passages_sha256": passages_digest(seen_passages) if seen_passages else None,
         },
         "split": {"file": SPLIT_FILE, **{k: v for k, v in split.to_dict().items() if k != "rule"}},
+        "mix": _mix_counts(mix, groups, report.trained_groups),
         "distractors": (
             None
             if distractors is None
@@ -189,6 +210,73 @@ def tune(
     return _evaluate_tuned(
         generator, directory, dataset, split, config, eval_questions, report, split_seed
     )
+
+
+def reader_mix(
+    config: TuningConfig,
+    split: TitleSplit,
+    multihop: Sequence[Path],
+    unanswerable: Path | None,
+    unanswerable_titles: Sequence[str],
+) -> list[tuple[dict[str, Any], list[TrainingGroup]]]:
+    """The reader's data beyond SQuAD: (record entry, groups) per source.
+
+    Raises:
+        ConfigError: an unanswerable title is one of the split's evaluation titles.
+        InputError: a folder is missing or malformed, or not a training split.
+    """
+    import random
+
+    from setpoint.adapters.lora.qa_data import load_multihop, load_squad
+
+    out: list[tuple[dict[str, Any], list[TrainingGroup]]] = []
+    if multihop:
+        sets = [load_multihop(Path(d)) for d in multihop]
+        pooled = [g for d in sets for g in multihop_groups(d, config)]
+        # Pooled, then capped: each folder contributes in proportion to its size.
+        random.Random(config.seed).shuffle(pooled)
+        kept = pooled[: config.multihop_examples]
+        out.append((_source("multihop", sets, len(pooled)), kept))
+    if unanswerable is not None:
+        spent = sorted(set(unanswerable_titles) & set(split.eval))
+        if spent:
+            raise ConfigError(
+                f"unanswerable titles {spent} are evaluation titles of the split; "
+                "a set-aside dev part must be training titles"
+            )
+        v2 = load_squad(Path(unanswerable), option="--unanswerable", unanswerable=True)
+        groups = unanswerable_groups(
+            v2, unanswerable_titles, config, limit=config.unanswerable_examples
+        )
+        titled = v2.in_titles(unanswerable_titles)
+        entry = _source("unanswerable", [v2], sum(q.impossible for q in titled))
+        out.append(({**entry, "titles": list(unanswerable_titles)}, groups))
+    return out
+
+
+def _source(name: str, sets: Sequence[QADataset], available: int) -> dict[str, Any]:
+    return {
+        "source": name,
+        "directories": [str(d.directory) for d in sets],
+        "sha256": [d.fingerprint for d in sets],
+        "questions_available": available,
+    }
+
+
+def _mix_counts(
+    mix: Sequence[dict[str, Any]], groups: Sequence[TrainingGroup], trained: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Each source of the reader's data with how many of its questions training reached."""
+    seen = set(trained)
+    out = []
+    for i, source in enumerate(mix):
+        end = mix[i + 1]["first_group"] if i + 1 < len(mix) else len(groups)
+        span = range(source["first_group"], end)
+        entry = {k: v for k, v in source.items() if k != "first_group"}
+        entry["questions_built"] = sum(len(groups[g].items) for g in span)
+        entry["training_questions"] = sum(len(groups[g].items) for g in span if g in seen)
+        out.append(entry)
+    return out
 
 
 def passages_digest(passages: Sequence[Passage]) -> str:

@@ -31,6 +31,7 @@ __all__ = [
     "EmbedTuningConfig",
     "contrastive_loss",
     "mine_examples",
+    "multihop_examples",
     "train_embedder",
     "tune_embedder",
 ]
@@ -159,14 +160,67 @@ def mine_examples(
         rows.append(
             EmbedExample(q.question, passage_text(gold), tuple(passage_text(p) for p in negatives))
         )
+    return _even_width(rows, config.hard_negatives)
+
+
+def _even_width(rows: list[EmbedExample], wanted: int) -> list[EmbedExample]:
     # A row short of negatives cannot share a table with full ones. Only a question whose
     # answer is in nearly every passage (a one-character answer) stays short: leave such
     # rows out rather than cut every row's negatives down to theirs.
-    full = [r for r in rows if len(r.negatives) == config.hard_negatives]
+    full = [r for r in rows if len(r.negatives) == wanted]
     if full:
         return full
     width = min(len(r.negatives) for r in rows)
     return [EmbedExample(r.anchor, r.positive, r.negatives[:width]) for r in rows]
+
+
+def multihop_examples(
+    datasets: Sequence[QADataset], config: EmbedTuningConfig
+) -> list[EmbedExample]:
+    """Training rows from multi-hop training splits: one per (question, supporting passage).
+
+    Every supporting passage is a right answer to the question, so each is a positive of
+    its own row (the no-duplicates batch sampler keeps a question's rows out of each
+    other's batch). Hard negatives are the question's own non-supporting paragraphs,
+    distractors by construction, drawn with ``config.seed``; a passage holding a gold
+    answer is never one. ``config.max_examples`` caps questions, not rows.
+    """
+    import random
+
+    rng = random.Random(config.seed)
+    questions = [(d, q) for d in datasets for q in d.questions]
+    rng.shuffle(questions)
+    if config.max_examples is not None:
+        questions = questions[: config.max_examples]
+    if not questions:
+        raise ConfigError("no questions in the multi-hop training splits")
+    rows = []
+    for dataset, q in questions:
+        pool = list(dataset.passages.values())
+        for pid in q.needed_ids:
+            gold = dataset.passages[pid]
+            distractors = [
+                dataset.passages[c]
+                for c in q.context_ids
+                if c not in q.needed_ids and not _false_negative(dataset.passages[c], gold, q)
+            ]
+            negatives = rng.sample(distractors, min(config.hard_negatives, len(distractors)))
+            if len(negatives) < config.hard_negatives:
+                # Too few distractors of its own: top up from the split's other paragraphs.
+                negatives += _random_negatives(
+                    [p for p in pool if p.id not in q.needed_ids],
+                    negatives,
+                    gold,
+                    q,
+                    config.hard_negatives - len(negatives),
+                    rng,
+                )
+            rows.append(
+                EmbedExample(
+                    q.question, passage_text(gold), tuple(passage_text(p) for p in negatives)
+                )
+            )
+    return _even_width(rows, config.hard_negatives)
 
 
 def _random_negatives(
@@ -329,6 +383,7 @@ def tune_embedder(
     progress: bool = True,
     command: str = "",
     device: str | None = None,
+    multihop: Sequence[Path] = (),
 ) -> EmbedTuneResult:
     """What ``setpoint tune --task embed`` runs: split, mine, train, save a new version, score.
 
@@ -336,20 +391,32 @@ def tune_embedder(
     mining read training titles only. Recall is measured on up to ``eval_questions``
     evaluation-title questions against every evaluation-title passage, before and after.
     The model goes to ``out_dir/<stem>-v<N>`` (the next free N), with ``split.json`` and
-    ``training_record.json`` beside sentence-transformers' files.
+    ``training_record.json`` beside sentence-transformers' files. With ``multihop``
+    (training splits only; a dev split is refused), the rows come from those splits
+    instead of SQuAD's training titles (``multihop_examples``), and the SQuAD evaluation
+    titles still score before and after: whether the other domain got worse.
 
     Raises:
         ConfigError: the base folder is not a sentence-transformers model, or a bad setting.
         InputError: the data folder is missing or malformed.
     """
-    from setpoint.adapters.lora.qa_data import load_squad, sample_questions, split_titles
+    from setpoint.adapters.lora.qa_data import (
+        load_multihop,
+        load_squad,
+        sample_questions,
+        split_titles,
+    )
     from setpoint.adapters.lora.record import RECORD_FILE, SPLIT_FILE
 
     started = time.time()
     model = load_sentence_transformer(base_dir, device=device)
     dataset = load_squad(data_dir)
     split = split_titles(dataset.question_counts(), eval_fraction=eval_fraction, seed=split_seed)
-    examples = mine_examples(dataset, split.train, config, model=model)
+    hops = [load_multihop(d) for d in multihop]
+    if hops:
+        examples = multihop_examples(hops, config)
+    else:
+        examples = mine_examples(dataset, split.train, config, model=model)
     eval_set = sample_questions(dataset.in_titles(split.eval), eval_questions, seed=split_seed)
     eval_passages = [p for p in dataset.passages.values() if p.title in set(split.eval)]
     before = retrieval_scores(model, eval_set, eval_passages) if eval_set else {}
@@ -382,6 +449,19 @@ def tune_embedder(
                 else "the base embedder's nearest training-title passages"
             )
             + "; the gold passage and passages holding a gold answer left out",
+            **(
+                {
+                    "trained_on": "multi-hop training splits (one row per supporting passage); "
+                    "SQuAD only scores",
+                    "multihop": [
+                        {"directory": str(d.directory), "sha256": d.fingerprint} for d in hops
+                    ],
+                    "hard_negatives_from": "the question's own non-supporting paragraphs "
+                    "(topped up from the split's others); passages holding a gold answer left out",
+                }
+                if hops
+                else {}
+            ),
         },
         "split": {"file": SPLIT_FILE, **{k: v for k, v in split.to_dict().items() if k != "rule"}},
         "config": config.to_dict(),

@@ -6,15 +6,18 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 
+from setpoint.adapters.model.embed_backends import EMBED_BACKENDS, resolve_backend
 from setpoint.errors import ModelError, ProvisioningError
-from setpoint.settings import Settings
+from setpoint.settings import Settings, default_cache_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+    from setpoint.adapters.model.embed_backends import OnnxEncoder
 
 __all__ = ["Embedder"]
 
@@ -62,12 +65,22 @@ class Embedder(Embeddings):
     faster with vectors within cosine 0.9999 of float32. Texts are sorted by length
     inside each call, so padding costs little.
 
+    Backends (``SETPOINT_EMBED_BACKEND``): ``torch`` (sentence-transformers), ``onnx`` and
+    ``onnx-int8`` (onnxruntime, float32 or dynamic int8), ``openvino``; the ONNX ones
+    export the folder once into ``<cache>/embedders-onnx/`` (keyed on its content, so
+    a tuned embedder gets its own; a few seconds, the first time). ``auto``: OpenVINO on
+    a CPU, torch on a GPU (see ``resolve_backend``; ``benchmarks/ingest_speed.py``
+    measured why).
+
     Args:
         model_dir: A sentence-transformers model directory.
         batch_size: Texts per forward pass in ``embed_documents``.
         device: Torch device; None lets sentence-transformers choose.
         precision: ``"auto"`` (bfloat16 where the CPU computes it natively, else
-            float32), ``"float32"`` or ``"bfloat16"``.
+            float32), ``"float32"`` or ``"bfloat16"`` (the torch backend's).
+        backend: One of ``EMBED_BACKENDS``.
+        cache_dir: Where ONNX exports are kept (default: setpoint's cache folder).
+        threads: Compute threads of the ONNX backends (None: every core).
 
     Example:
         >>> embedder = Embedder.from_settings(Settings.from_env())
@@ -82,16 +95,29 @@ class Embedder(Embeddings):
         batch_size: int = 16,
         device: str | None = None,
         precision: str = "auto",
+        backend: str = "auto",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
     ) -> None:
         if precision not in _PRECISIONS:
             raise ModelError(
                 f"embedder precision {precision!r} is not one of {', '.join(_PRECISIONS)}"
             )
+        if backend not in EMBED_BACKENDS:
+            raise ModelError(
+                f"embedder backend {backend!r} is not one of {', '.join(EMBED_BACKENDS)}"
+            )
         self.model_dir = Path(model_dir)
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        #: As asked; ``backend`` says what it resolves to here.
+        self.requested_backend = backend
+        self._backend: str | None = None
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.threads = threads
         self._model: SentenceTransformer | None = None
+        self._encoder: OnnxEncoder | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -107,7 +133,13 @@ class Embedder(Embeddings):
             path = embedder_dir(settings)
         except ProvisioningError as exc:
             raise ModelError(str(exc)) from None
-        return cls(path, batch_size=batch_size)
+        return cls(
+            path,
+            batch_size=batch_size,
+            backend=settings.embed_backend,
+            cache_dir=settings.cache_dir,
+            threads=settings.threads,
+        )
 
     @property
     def model(self) -> SentenceTransformer:
@@ -148,6 +180,45 @@ class Embedder(Embeddings):
                 "model"
             ) from exc
 
+    @property
+    def backend(self) -> str:
+        """The backend in use: ``auto`` resolved for this machine (asks torch about a GPU)."""
+        if self._backend is None:
+            self._backend = resolve_backend(
+                self.requested_backend,
+                native_bfloat16=_cpu_has_native_bfloat16(),
+                device=self.device,
+            )
+        return self._backend
+
+    @property
+    def encoder(self) -> OnnxEncoder:
+        """The ONNX backend's runner (exports the model on first use; not for ``torch``)."""
+        encoder = self._encoder
+        if encoder is not None:
+            return encoder
+        with self._lock:
+            if self._encoder is None:
+                self._encoder = self._load_encoder()
+            return self._encoder
+
+    def _load_encoder(self) -> OnnxEncoder:
+        from setpoint.adapters.model.embed_backends import OnnxEncoder, export_onnx
+
+        if not self.model_dir.is_dir():
+            raise ModelError(f"embedder directory {self.model_dir} does not exist")
+        runtime = "openvino" if self.backend == "openvino" else "onnxruntime"
+        try:
+            onnx_file = export_onnx(
+                self.model_dir, self.cache_dir, int8=self.backend == "onnx-int8"
+            )
+            return OnnxEncoder(self.model_dir, onnx_file, runtime=runtime, threads=self.threads)
+        except ModuleNotFoundError as exc:
+            raise ModelError(
+                f"SETPOINT_EMBED_BACKEND={self.backend} needs {exc.name}: "
+                "pip install 'setpoint[fast-embed]' or use SETPOINT_EMBED_BACKEND=torch"
+            ) from exc
+
     def _use_bfloat16(self, model: SentenceTransformer) -> bool:
         if self.precision != "auto":
             return self.precision == "bfloat16"
@@ -167,12 +238,23 @@ class Embedder(Embeddings):
 
     @property
     def dtype(self) -> str:
-        """The weights' dtype once loaded (``"bfloat16"`` or ``"float32"``; loads the model)."""
+        """The weights' dtype once loaded (``"bfloat16"`` or ``"float32"``; loads the model).
+
+        The other backends say it without loading: ``"int8"`` (``onnx-int8``),
+        ``"float32"`` (``onnx``), and OpenVINO's choice for ``openvino`` (bfloat16 on CPUs
+        with native bfloat16).
+        """
+        if self.backend == "openvino":
+            return "bfloat16" if _cpu_has_native_bfloat16() else "float32"
+        if self.backend != "torch":
+            return "int8" if self.backend == "onnx-int8" else "float32"
         return str(next(self.model.parameters()).dtype).removeprefix("torch.")
 
     @property
     def dimension(self) -> int:
         """Length of every vector this model returns (loads the model)."""
+        if self.backend != "torch":
+            return len(self.embed_query("dimension probe"))
         model = self.model
         # sentence-transformers 5.x renamed the getter; accept both spellings.
         getter = (
@@ -188,15 +270,9 @@ class Embedder(Embeddings):
         """Embed texts in batches of ``batch_size``; returns one unit vector per text."""
         if not texts:
             return []
-        model = self.model
+        encode = self._encode_function()
         try:
-            vectors = model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            vectors = encode(list(texts))
         except Exception as exc:
             raise ModelError(
                 f"the embedder failed on a batch of {len(texts)} texts: {_one_line(exc)}"
@@ -204,10 +280,24 @@ class Embedder(Embeddings):
         rows: list[list[float]] = vectors.tolist()
         return rows
 
+    def _encode_function(self) -> Any:
+        if self.backend != "torch":
+            encoder = self.encoder
+            return lambda texts: encoder.encode(texts, self.batch_size)
+        model = self.model
+        return lambda texts: model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
     def embed_query(self, text: str) -> list[float]:
         """Embed one query."""
         return self.embed_documents([text])[0]
 
     def __repr__(self) -> str:
-        state = "loaded" if self._model is not None else "not loaded"
-        return f"Embedder({self.model_dir}, {state})"
+        loaded = self._model is not None or self._encoder is not None
+        state = "loaded" if loaded else "not loaded"
+        return f"Embedder({self.model_dir}, {self.backend}, {state})"

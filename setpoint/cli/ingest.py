@@ -71,7 +71,8 @@ def _reembed(args: argparse.Namespace) -> int:
     folder = Path(args.reembed).expanduser()
     load_sentence_transformer(folder)  # a bad folder: one line now, not after connecting
     settings = settings_from(args)
-    embedder = Embedder(folder, batch_size=16)
+    # The same backend, export cache and threads as every other embedder of these settings.
+    embedder = Embedder.from_settings(settings.replace(embedder_dir=folder))
     with WeaviateStore.from_settings(settings) as store:
         report = reembed(store, embedder, batch_size=args.batch_size, progress=not args.quiet)
     print(f"ingest: re-embedded {report.summary()}")

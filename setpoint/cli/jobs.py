@@ -156,6 +156,9 @@ def run_tune(args: argparse.Namespace) -> int:
         group_size=args.group_size,
         distractors=args.distractors,
         gold_only_fraction=args.gold_only_fraction,
+        multihop_examples=args.multihop_examples,
+        multihop_distractors=args.multihop_distractors,
+        unanswerable_examples=args.unanswerable_examples,
         seed=args.seed,
     )
     default_name = "reader" if args.task == "read" else "knowledge"
@@ -186,6 +189,13 @@ def run_tune(args: argparse.Namespace) -> int:
             update=Path(args.update) if args.update else None,
             replay_fraction=args.replay_fraction,
             topics=tuple(args.topic or ()),
+            multihop=[Path(d) for d in args.multihop or ()],
+            unanswerable=Path(args.unanswerable) if args.unanswerable else None,
+            **(
+                {"unanswerable_titles": [t for t in args.unanswerable_titles.split(",") if t]}
+                if args.unanswerable_titles
+                else {}
+            ),
         )
     finally:
         if store is not None:
@@ -236,6 +246,7 @@ def _tune_embedder(args: argparse.Namespace) -> int:
         eval_questions=args.eval_questions,
         progress=not args.quiet,
         command=" ".join(["setpoint", *sys.argv[1:]]),
+        multihop=[Path(d) for d in args.multihop or ()],
     )
     t, e = result.record["training"], result.record["evaluation"]
     print(

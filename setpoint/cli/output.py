@@ -13,7 +13,11 @@ __all__ = ["print_json", "print_pending", "print_report", "print_result"]
 def print_result(result: Any) -> None:
     """An ``AskResult`` as lines: question, answer, route and signals, why, citations, trace."""
     print(f"Q: {result.question}")
-    print(f"A: {result.answer}")
+    # "Unsure" with no text: the reader said the passages hold no answer.
+    no_answer = result.status == "unsure" and not result.answer.strip()
+    print(
+        f"A: {'(not sure: the passages found do not answer this)' if no_answer else result.answer}"
+    )
     entropy = "n/a" if result.answer_entropy is None else f"{result.answer_entropy:.2f}"
     probe = "n/a" if result.probe_entropy is None else f"{result.probe_entropy:.2f}"
     print(
@@ -22,7 +26,7 @@ def print_result(result: Any) -> None:
         f"({result.seconds:.2f} s)"
     )
     print(f"   why: {result.reason}")
-    if result.status == "unsure":
+    if result.status == "unsure" and not no_answer:
         print("   not sure: this is the best guess; check it against the citations below")
     if result.status == "pending_review":
         print(

@@ -261,6 +261,32 @@ def _add_training(sub: _VerbParsers) -> None:
     tune.add_argument(
         "--out", help="adapter folder (default: <cache>/adapters/reader or knowledge)"
     )
+    mix = tune.add_argument_group("--task read: data beyond SQuAD")
+    mix.add_argument(
+        "--multihop",
+        action="append",
+        metavar="DIR",
+        help="a multi-hop training split (supporting_ids, passage_ids; rows of split 'train'): "
+        "contexts of all supporting passages and the question's own distractors (repeatable); "
+        "with --task embed: train on (question, supporting passage) pairs instead of SQuAD",
+    )
+    mix.add_argument("--multihop-examples", type=int, help="at most this many multi-hop questions")
+    mix.add_argument(
+        "--multihop-distractors", type=int, default=3, help="distractors per multi-hop context"
+    )
+    mix.add_argument(
+        "--unanswerable",
+        metavar="DIR",
+        help="a SQuAD v2 folder: its is_impossible questions of --unanswerable-titles teach "
+        "the reader to say 'unanswerable'",
+    )
+    mix.add_argument(
+        "--unanswerable-titles",
+        help="comma-separated set-aside titles (default: Packet_switching,Steam_engine,Warsaw)",
+    )
+    mix.add_argument(
+        "--unanswerable-examples", type=int, help="at most this many unanswerable questions"
+    )
     _lora_flags(tune, epochs=1)
     tune.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout")
     tune.add_argument(

@@ -12,7 +12,13 @@ import pytest
 import torch
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from setpoint.adapters.model.generator import BatchLimits, Generator
 from setpoint.agents.resources import Resources
@@ -109,11 +115,17 @@ def make_tiny_generator(
     initializer_range: float = 0.02,
     name: str = "tiny-llama",
     batching: BatchLimits | None = None,
+    architecture: str = "llama",
 ) -> Generator:
-    """A tiny random Llama; a large ``initializer_range`` makes its greedy tokens vary."""
+    """A tiny random Llama (or Qwen2: the second model family, with q/k/v biases and untied
+    embeddings, as Qwen2.5-Coder ships); a large ``initializer_range`` makes its greedy tokens vary."""
     torch.manual_seed(seed)
     tokenizer = make_tokenizer()
-    config = LlamaConfig(
+    config_class, model_class = {
+        "llama": (LlamaConfig, LlamaForCausalLM),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    }[architecture]
+    config = config_class(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -123,16 +135,22 @@ def make_tiny_generator(
         max_position_embeddings=1024,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=architecture == "llama",
         initializer_range=initializer_range,
     )
-    model = LlamaForCausalLM(config)
+    model = model_class(config)
     return Generator(model, tokenizer, name=name, batching=batching)
 
 
 @pytest.fixture
 def tiny_generator() -> Generator:
     return make_tiny_generator()
+
+
+@pytest.fixture(params=["llama", "qwen2"])
+def any_family_generator(request: pytest.FixtureRequest) -> Generator:
+    """The tiny generator in each supported model family (SmolLM2's Llama, Qwen2.5's Qwen2)."""
+    return make_tiny_generator(architecture=request.param, name=f"tiny-{request.param}")
 
 
 @dataclass

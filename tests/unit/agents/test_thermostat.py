@@ -99,4 +99,4 @@ def test_context_defaults_and_adapter_list() -> None:
 def test_settings_start_from_the_context_default() -> None:
     from setpoint.settings import Settings
 
-    assert Settings().setpoint == Context().setpoint == DEFAULT_SETPOINT
+    assert Settings().thermostat_setpoint == Context().setpoint == DEFAULT_SETPOINT

@@ -176,7 +176,7 @@ def test_ask_goes_to_a_running_server(served: Settings, capsys: pytest.CaptureFi
     # The run context the in-process ask would use: the settings' setpoint and the flags.
     [run] = FakeServe.runs
     assert run["assistant_id"] == "setpoint" and run["input"] == {"question": STATE["question"]}
-    assert run["context"] == {"setpoint": served.setpoint, "top_k": 3}
+    assert run["context"] == {"setpoint": served.thermostat_setpoint, "top_k": 3}
 
 
 def test_a_run_error_on_the_server_is_the_same_one_line_error(
@@ -212,3 +212,16 @@ def test_ask_json_shows_an_unsure_answer_with_its_citations(
     text = capsys.readouterr().out
     assert "status=unsure" in text and "not sure: this is the best guess" in text
     assert "[1] Normans-3 (Normans)" in text
+
+
+def test_an_unsure_result_without_text_says_the_passages_do_not_answer(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from setpoint.cli.output import print_result
+    from setpoint.events import AskResult
+
+    state = {"answer": "", "status": "unsure", "route": "retrieve", "reason": "unsure:no answer"}
+    print_result(AskResult.from_state(state, question="Who?", setpoint=1.6))
+    text = capsys.readouterr().out
+    assert "A: (not sure: the passages found do not answer this)" in text
+    assert "best guess" not in text

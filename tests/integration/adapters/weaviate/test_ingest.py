@@ -369,12 +369,14 @@ def test_interrupted_ingest_resumes_with_nothing_lost_or_doubled(
         if child.stdout is not None:
             child.stdout.close()
     partial = store.count()
-    assert 40 <= partial < total, "the kill should land part-way through"
+    # At least the first batch: the second may still be in flight when the child prints
+    # (the next batch is embedded while the previous one is written).
+    assert 20 <= partial < total, "the kill should land part-way through"
 
     records = _records(total)
     report = store.ingest(records, source="resume", batch_size=20, progress=False)
     assert report.failed == []
-    assert report.unchanged >= 40
+    assert report.unchanged >= 20
     assert report.added + report.updated + report.unchanged == total
     assert store.count() == total
     # No chunk twice, none missing: exactly the chunks of the data, once each.

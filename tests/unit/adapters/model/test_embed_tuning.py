@@ -14,19 +14,21 @@ from sentence_transformers.sentence_transformer.modules import Pooling, Transfor
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from setpoint.adapters.lora.qa_data import load_squad, split_titles
+from setpoint.adapters.lora.qa_data import load_multihop, load_squad, split_titles
 from setpoint.adapters.lora.record import RECORD_FILE, SPLIT_FILE
 from setpoint.adapters.model.embed_eval import (
     load_sentence_transformer,
+    passage_text,
     retrieval_scores,
 )
 from setpoint.adapters.model.embed_tuning import (
     EmbedTuningConfig,
     mine_examples,
+    multihop_examples,
     train_embedder,
     tune_embedder,
 )
-from setpoint.errors import ConfigError
+from setpoint.errors import ConfigError, InputError
 
 NAMES = [f"person{n}" for n in range(48)]
 CITIES = ["oslo", "rome", "lima", "cairo", "quito", "perth"]
@@ -228,4 +230,59 @@ def test_a_bad_embedder_folder_is_one_clear_line(tmp_path: Path, qa_dir: Path, m
         )
     message = str(caught.value)
     assert "\n" not in message and str(folder) in message
+    assert not (tmp_path / "out").exists()
+
+
+def _multihop_dir(root: Path, split: str) -> Path:
+    """Two questions of two and three supporting paragraphs, each with two distractors of its own."""
+    folder = root / f"hops-{split}"
+    folder.mkdir()
+    passages, questions = [], []
+    for n, hops in enumerate((2, 3)):
+        ids = [f"q{n}-p{k}" for k in range(hops + 2)]
+        passages += [
+            {"id": i, "title": i, "text": f"{NAMES[n * 5 + k]} ."} for k, i in enumerate(ids)
+        ]
+        questions.append(
+            {
+                "id": f"m{n}",
+                "question": f"who follows {NAMES[n * 5]} ?",
+                "answers": ["zzz"],
+                "passage_ids": ids,
+                "supporting_ids": ids[:hops],
+                "split": split,
+            }
+        )
+    for name, rows in (("passages.jsonl", passages), ("questions.jsonl", questions)):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder
+
+
+def test_multihop_rows_are_one_per_supporting_passage_with_own_distractors(
+    tmp_path: Path,
+) -> None:
+    dataset = load_multihop(_multihop_dir(tmp_path, "train"))
+    rows = multihop_examples([dataset], EmbedTuningConfig(hard_negatives=1))
+    text = {p.id: passage_text(p) for p in dataset.passages.values()}
+    for q in dataset.questions:
+        mine = [r for r in rows if r.anchor == q.question]
+        assert sorted(r.positive for r in mine) == sorted(text[i] for i in q.supporting_ids)
+        distractors = {text[i] for i in q.context_ids if i not in q.supporting_ids}
+        assert all(len(r.negatives) == 1 and r.negatives[0] in distractors for r in mine)
+    assert len(rows) == 5
+
+
+def test_tuning_on_a_multihop_dev_split_is_refused(
+    qa_dir: Path, tiny_embedder: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(InputError, match="not 'train'"):
+        tune_embedder(
+            CONFIG,
+            data_dir=qa_dir,
+            out_dir=tmp_path / "out",
+            base_dir=tiny_embedder,
+            progress=False,
+            device="cpu",
+            multihop=[_multihop_dir(tmp_path, "dev")],
+        )
     assert not (tmp_path / "out").exists()

@@ -20,23 +20,23 @@ def test_token_entropy_known_values() -> None:
     assert float(top2_margin(peaked)) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_greedy_stream_matches_model_generate(tiny_generator: Generator) -> None:
-    ids = tiny_generator.prompt_ids("who won the super bowl ?")
-    reference = tiny_generator.model.generate(
+def test_greedy_stream_matches_model_generate(any_family_generator: Generator) -> None:
+    ids = any_family_generator.prompt_ids("who won the super bowl ?")
+    reference = any_family_generator.model.generate(
         torch.tensor([ids]),
         max_new_tokens=10,
         do_sample=False,
-        eos_token_id=sorted(tiny_generator.stop_ids),
+        eos_token_id=sorted(any_family_generator.stop_ids),
     )[0, len(ids) :].tolist()
-    mine = [t.token_id for t in tiny_generator.stream(ids, max_new_tokens=10)]
+    mine = [t.token_id for t in any_family_generator.stream(ids, max_new_tokens=10)]
     assert mine == reference
 
 
-def test_step_signals_equal_full_forward(tiny_generator: Generator) -> None:
+def test_step_signals_equal_full_forward(any_family_generator: Generator) -> None:
     """Entropy and logit lens at every step equal a from-scratch forward over the whole sequence."""
-    ids = tiny_generator.prompt_ids("what is the capital of france ?")
-    tokens = list(tiny_generator.stream(ids, max_new_tokens=6))
-    model = tiny_generator.model
+    ids = any_family_generator.prompt_ids("what is the capital of france ?")
+    tokens = list(any_family_generator.stream(ids, max_new_tokens=6))
+    model = any_family_generator.model
     seq = list(ids)
     for token in tokens:
         with torch.no_grad():
@@ -51,19 +51,19 @@ def test_step_signals_equal_full_forward(tiny_generator: Generator) -> None:
         seq.append(token.token_id)
 
 
-def test_probe_reuses_prefill_for_stream(tiny_generator: Generator) -> None:
-    ids = tiny_generator.prompt_ids("who won the super bowl ?")
-    probe = tiny_generator.probe(ids)
+def test_probe_reuses_prefill_for_stream(any_family_generator: Generator) -> None:
+    ids = any_family_generator.prompt_ids("who won the super bowl ?")
+    probe = any_family_generator.probe(ids)
     calls = 0
-    original = tiny_generator._forward
+    original = any_family_generator._forward
 
     def counting(*args: object, **kwargs: object) -> object:
         nonlocal calls
         calls += 1
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    tiny_generator._forward = counting  # type: ignore[method-assign]
-    first = next(iter(tiny_generator.stream(ids, max_new_tokens=1)))
+    any_family_generator._forward = counting  # type: ignore[method-assign]
+    first = next(iter(any_family_generator.stream(ids, max_new_tokens=1)))
     assert calls == 0, "stream after probe must not prefill the same prompt again"
     assert first.signals.entropy == pytest.approx(probe.entropy)
 
@@ -87,7 +87,7 @@ def test_missing_model_dir_is_clear(tmp_path: object) -> None:
         Generator.from_pretrained(f"{tmp_path}/nope")
 
 
-def test_lora_adapter_load_and_switch(tiny_generator: Generator, tmp_path: object) -> None:
+def test_lora_adapter_load_and_switch(any_family_generator: Generator, tmp_path: object) -> None:
     from peft import LoraConfig, get_peft_model
 
     from setpoint.adapters.model.peft_init import quiet_peft_init
@@ -95,12 +95,12 @@ def test_lora_adapter_load_and_switch(tiny_generator: Generator, tmp_path: objec
     torch.manual_seed(1)
     with quiet_peft_init():
         peft_model = get_peft_model(
-            tiny_generator.model,
+            any_family_generator.model,
             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
         )
     peft_model.save_pretrained(f"{tmp_path}/a1")
     base = peft_model.unload()  # back to the bare model, adapter saved on disk
-    gen = Generator(base, tiny_generator.tokenizer, name="tiny")
+    gen = Generator(base, any_family_generator.tokenizer, name="tiny")
     ids = gen.prompt_ids("who won the super bowl ?")
     before = gen.probe(ids).entropy
     name = gen.load_adapter(f"{tmp_path}/a1")

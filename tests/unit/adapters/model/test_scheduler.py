@@ -22,9 +22,11 @@ QUESTIONS = [
 ]
 
 
-def sharp_generator(batching: BatchLimits | None = None) -> Generator:
-    """A tiny Llama with large enough weights that its greedy tokens vary (same weights per call)."""
-    return make_tiny_generator(7, initializer_range=0.4, name="sharp", batching=batching)
+def sharp_generator(batching: BatchLimits | None = None, architecture: str = "llama") -> Generator:
+    """A tiny Llama (or Qwen2) with large enough weights that its greedy tokens vary (same weights per call)."""
+    return make_tiny_generator(
+        7, initializer_range=0.4, name="sharp", batching=batching, architecture=architecture
+    )
 
 
 #: Small chunks, so prompts prefill over several steps while other rows decode.
@@ -70,8 +72,10 @@ def run_concurrently(jobs: Sequence[object]) -> list[object]:
     return results
 
 
-def test_concurrent_rows_equal_rows_decoded_alone() -> None:
-    serial, batched = sharp_generator(), sharp_generator(LIMITS)
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_concurrent_rows_equal_rows_decoded_alone(architecture: str) -> None:
+    serial = sharp_generator(architecture=architecture)
+    batched = sharp_generator(LIMITS, architecture=architecture)
     prompts = [serial.prompt_ids(q) for q in QUESTIONS]
     alone = [list(serial.stream(p, max_new_tokens=10, capture_layers=(2,))) for p in prompts]
     assert len({tuple(trace(a)) for a in alone}) > 1, "the test model must answer differently"

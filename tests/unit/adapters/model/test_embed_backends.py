@@ -1,0 +1,94 @@
+"""The ONNX embedding backends: same vectors as torch, exported once per embedder folder, bad names refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from setpoint.adapters.model.embed_backends import folder_key
+from setpoint.adapters.model.embedder import Embedder
+from setpoint.errors import ConfigError, ModelError
+from setpoint.settings import Settings
+
+pytest.importorskip("onnxruntime")
+
+TEXTS = [
+    "Super_Bowl_50\nSuper Bowl 50 was an American football game to determine the champion.",
+    "Which NFL team represented the AFC at Super Bowl 50?",
+    "Oxygen is a chemical element with symbol O and atomic number 8. " * 6,
+    "short",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    from setpoint.adapters.model.provisioning import embedder_dir
+    from setpoint.errors import ProvisioningError
+
+    try:
+        return embedder_dir(Settings.from_env())
+    except ProvisioningError as exc:
+        pytest.skip(f"no packaged embedder: {exc}")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir: Path) -> np.ndarray:
+    return np.array(
+        Embedder(model_dir, backend="torch", precision="float32").embed_documents(TEXTS)
+    )
+
+
+@pytest.mark.parametrize(
+    ("backend", "floor"), [("onnx", 0.9999), ("onnx-int8", 0.98), ("openvino", 0.999)]
+)
+def test_onnx_vectors_match_torch(
+    model_dir: Path, cache_dir: Path, reference: np.ndarray, backend: str, floor: float
+) -> None:
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    vectors = np.array(
+        Embedder(model_dir, backend=backend, cache_dir=cache_dir).embed_documents(TEXTS)
+    )
+    cosine = (vectors * reference).sum(axis=1)
+    assert vectors.shape == reference.shape
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert cosine.min() >= floor
+    assert cosine.mean() >= 0.99
+
+
+def test_the_export_is_made_once_and_reused(model_dir: Path, cache_dir: Path) -> None:
+    Embedder(model_dir, backend="onnx-int8", cache_dir=cache_dir).embed_query("first")
+    exports = sorted((cache_dir / "embedders-onnx").rglob("*.onnx"))
+    stamps = [p.stat().st_mtime_ns for p in exports]
+    again = Embedder(model_dir, backend="onnx-int8", cache_dir=cache_dir)
+    assert len(again.embed_query("second")) == 384
+    assert sorted((cache_dir / "embedders-onnx").rglob("*.onnx")) == exports
+    assert [p.stat().st_mtime_ns for p in exports] == stamps
+    # Keyed on the folder's content (a tuned copy gets its own); no temp file left behind.
+    assert {p.parent.name for p in exports} == {f"{model_dir.name}-{folder_key(model_dir)}"}
+    assert {p.name for p in exports} == {"model.onnx", "model-int8.onnx"}
+
+
+def test_a_bad_backend_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SETPOINT_EMBED_BACKEND", "onnx-int4")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env()
+    assert str(caught.value) == (
+        "SETPOINT_EMBED_BACKEND='onnx-int4' is not one of auto, torch, onnx, onnx-int8, openvino"
+    )
+    with pytest.raises(ModelError, match="backend 'fast' is not one of"):
+        Embedder(tmp_path, backend="fast")
+
+
+def test_auto_is_resolved_and_an_explicit_backend_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SETPOINT_EMBED_BACKEND", "ONNX")
+    settings = Settings.from_env()
+    assert Embedder.from_settings(settings).backend == "onnx"
+    assert Embedder(Path("unused"), backend="auto").backend in {"torch", "onnx-int8", "openvino"}
