@@ -130,7 +130,7 @@ class Setpoint:
         """A run context from the settings' setpoint with ``overrides`` applied."""
         from setpoint.graphs.context import Context
 
-        base = Context(setpoint=self.settings.thermostat_setpoint, review=self.settings.review)
+        base = Context(**self.settings.thermostat, review=self.settings.review)  # type: ignore[arg-type]
         if self.settings.calibration_file is not None:
             base = replace(base, **calibrated_context(self.settings.calibration_file))
         return replace(base, **overrides)

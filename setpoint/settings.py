@@ -242,20 +242,28 @@ class Settings:
         return self.cache_dir / "models" / model_spec(self.model).name
 
     @property
-    def thermostat_setpoint(self) -> float:
-        """The entropy setpoint runs start from: the configured one, else the model's calibrated one.
+    def thermostat(self) -> dict[str, float | int]:
+        """The thermostat fields runs start from: the model's calibrated ones, the configured setpoint over them.
 
         Example:
-            >>> Settings().thermostat_setpoint, Settings(setpoint=2.0).thermostat_setpoint
-            (1.6, 2.0)
+            >>> Settings().thermostat, Settings(setpoint=2.5).thermostat
+            ({'setpoint': 1.6}, {'setpoint': 2.5})
+            >>> Settings(model="qwen2.5-coder-0.5b").thermostat
+            {'setpoint': 2.0, 'warmup_steps': 0, 'consecutive_steps': 1}
         """
-        if self.setpoint is not None:
-            return self.setpoint
-        if self.model_dir is not None:
-            return DEFAULT_SETPOINT
-        from setpoint.adapters.model.catalog import model_spec
+        fields: dict[str, float | int] = {"setpoint": DEFAULT_SETPOINT}
+        if self.model_dir is None:
+            from setpoint.adapters.model.catalog import model_spec
 
-        return model_spec(self.model).setpoint
+            fields = model_spec(self.model).thermostat
+        if self.setpoint is not None:
+            fields = {**fields, "setpoint": self.setpoint}
+        return fields
+
+    @property
+    def thermostat_setpoint(self) -> float:
+        """The entropy setpoint runs start from (``thermostat``'s)."""
+        return float(self.thermostat["setpoint"])
 
     @property
     def generator_dir(self) -> Path:

@@ -442,7 +442,7 @@ def tune_embedder(
         "data": {
             "directory": str(dataset.directory),
             "sha256": dataset.fingerprint,
-            "training_questions": len(examples),
+            "training_questions": len({e.anchor for e in examples}) if hops else len(examples),
             "hard_negatives_from": (
                 "BM25 (k1 1.2, b 0.75) over training-title passages"
                 if config.miner == "bm25"
@@ -454,7 +454,8 @@ def tune_embedder(
                     "trained_on": "multi-hop training splits (one row per supporting passage); "
                     "SQuAD only scores",
                     "multihop": [
-                        {"directory": str(d.directory), "sha256": d.fingerprint} for d in hops
+                        {"directory": str(d.directory.resolve()), "sha256": d.fingerprint}
+                        for d in hops
                     ],
                     "hard_negatives_from": "the question's own non-supporting paragraphs "
                     "(topped up from the split's others); passages holding a gold answer left out",

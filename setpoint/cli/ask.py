@@ -33,7 +33,7 @@ def _ask_warm(settings: Settings, question: str, overrides: dict[str, Any]) -> A
     from setpoint.api import calibrated_context
 
     # What ``Setpoint.context(**overrides)`` would build in process, as plain fields.
-    context: dict[str, Any] = {"setpoint": settings.thermostat_setpoint}
+    context: dict[str, Any] = dict(settings.thermostat)
     if settings.calibration_file is not None:
         context.update(calibrated_context(settings.calibration_file))
     context.update(overrides)

@@ -250,7 +250,7 @@ def _tune_embedder(args: argparse.Namespace) -> int:
     )
     t, e = result.record["training"], result.record["evaluation"]
     print(
-        f"tune: {t['steps']} steps on {t['rows']} questions in {t['seconds']:.0f} s; "
+        f"tune: {t['steps']} steps on {t['rows']} training rows (question, passage) in {t['seconds']:.0f} s; "
         f"contrastive loss {t['loss_before']:.3f} -> {t['loss_after']:.3f}"
     )
     if e["before"]:
