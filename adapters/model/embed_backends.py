@@ -252,4 +252,13 @@ def _openvino_runner(onnx_file: Path, threads: int) -> Any:
     compiled = ov.Core().compile_model(
         str(onnx_file), "CPU", {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     )
-    return lambda feed: compiled(feed)[0]
+    # A compiled model's default infer request serves one call at a time ("Infer Request is
+    # busy" when concurrent runs embed their queries at once). Per-thread requests hung in
+    # a test of four threads, so calls take turns; a query is a few milliseconds.
+    lock = threading.Lock()
+
+    def run(feed: dict[str, Any]) -> Any:
+        with lock:
+            return compiled(feed)[0]
+
+    return run

@@ -63,6 +63,22 @@ def test_onnx_vectors_match_torch(
     assert cosine.mean() >= 0.99
 
 
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_concurrent_queries_share_one_embedder(
+    model_dir: Path, cache_dir: Path, reference: np.ndarray, backend: str
+) -> None:
+    """Concurrent graph runs embed their queries at once through the store's one embedder."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = Embedder(model_dir, backend=backend, cache_dir=cache_dir)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        rows = list(pool.map(embedder.embed_query, TEXTS * 4))
+    for i, row in enumerate(rows):
+        assert float(np.dot(row, reference[i % len(TEXTS)])) >= 0.999
+
+
 def test_the_export_is_made_once_and_reused(model_dir: Path, cache_dir: Path) -> None:
     Embedder(model_dir, backend="onnx-int8", cache_dir=cache_dir).embed_query("first")
     exports = sorted((cache_dir / "embedders-onnx").rglob("*.onnx"))
