@@ -67,7 +67,7 @@ def _choose_adapter(
     generator = res.generator()
     if passages:
         from setpoint.adapters.lora.reader import NO_ANSWER, resolve_reader
-        from setpoint.adapters.model.quoting import SpanConstraint, TokenTable
+        from setpoint.adapters.model.quoting import SpanConstraint
 
         # The retrieve route reads with the reader adapter; the answer route keeps the
         # knowledge adapter. PEFT switches them on the one loaded base model.
@@ -75,11 +75,7 @@ def _choose_adapter(
         # Besides quotes, the reader may say NO_ANSWER (what it learned for passages that
         # do not answer the question); it is mapped to "unsure" below, never cited.
         constraint = (
-            SpanConstraint(
-                [*(p.text for p in passages), NO_ANSWER],
-                TokenTable.of(generator.tokenizer),
-                sorted(generator.stop_ids),
-            )
+            SpanConstraint.for_generator(generator, passages, extra=[NO_ANSWER])
             if ctx.grounded
             else None
         )

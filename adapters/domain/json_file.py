@@ -5,9 +5,32 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
-__all__ = ["write_json"]
+__all__ = ["hash_file", "write_json"]
+
+
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def hash_file(digest: _Digest, path: Path, out: BinaryIO | None = None) -> None:
+    """Feed the bytes of ``path`` into ``digest`` in 4 MiB blocks (and copy them to ``out``).
+
+    One reading loop for every content hash the adapters take: data files in training
+    records, embedder folders, GGUF chunks joined while they are checked.
+
+    Example:
+        >>> import hashlib, tempfile
+        >>> f = Path(tempfile.mkdtemp()) / "x"; _ = f.write_bytes(b"abc")
+        >>> d = hashlib.sha256(); hash_file(d, f); d.hexdigest()[:8]
+        'ba7816bf'
+    """
+    with Path(path).open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+            if out is not None:
+                out.write(block)
 
 
 def write_json(path: Path, data: Any, *, indent: int | None = None) -> Path:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from setpoint.adapters.domain.json_file import hash_file
 from setpoint.errors import ConfigError, InputError
 
 __all__ = [
@@ -108,9 +109,7 @@ def default_squad_dir() -> Path:
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    hash_file(digest, path)
     return digest.hexdigest()
 
 

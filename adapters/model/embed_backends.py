@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from setpoint.adapters.domain.json_file import hash_file
 from setpoint.errors import ModelError
 from setpoint.settings import EMBED_BACKENDS
 
@@ -75,9 +76,7 @@ def folder_key(model_dir: Path) -> str:
     digest = hashlib.sha256(_EXPORT_FORMAT.encode())
     for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(model_dir)).encode("utf-8") + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(digest, path)
     return digest.hexdigest()[:20]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from setpoint.adapters.domain.json_file import hash_file
 from setpoint.adapters.model.catalog import DEFAULT_MODEL, ModelSpec, model_spec
 from setpoint.errors import ProvisioningError
 from setpoint.settings import WEAVIATE_VERSION, Settings
@@ -71,11 +72,7 @@ def packaged_gguf(spec: ModelSpec | None = None) -> Path:
 def _sha256_of(paths: Sequence[Path], out: BinaryIO | None = None) -> str:
     digest = hashlib.sha256()
     for path in paths:
-        with path.open("rb") as chunk:
-            while block := chunk.read(1 << 22):
-                digest.update(block)
-                if out is not None:
-                    out.write(block)
+        hash_file(digest, path, out)
     return digest.hexdigest()
 
 

@@ -128,9 +128,12 @@ class SpanConstraint:
         self._answer = ""
 
     @classmethod
-    def for_generator(cls, generator: Generator, passages: Sequence[Passage]) -> SpanConstraint:
+    def for_generator(
+        cls, generator: Generator, passages: Sequence[Passage], extra: Sequence[str] = ()
+    ) -> SpanConstraint:
+        """Quotes of ``passages`` for ``generator``'s tokenizer; ``extra`` texts are allowed too."""
         return cls(
-            [p.text for p in passages],
+            [*(p.text for p in passages), *extra],
             TokenTable.of(generator.tokenizer),
             sorted(generator.stop_ids),
         )
