@@ -66,18 +66,18 @@ def _choose_adapter(
     """The pass's LoRA adapter (switched to) and its decoding constraint (None: free decoding)."""
     generator = res.generator()
     if passages:
-        from setpoint.adapters.lora.reader import NO_ANSWER, resolve_reader
+        from setpoint.adapters.lora.reader import resolve_reader, unquoted_answers
         from setpoint.adapters.model.quoting import SpanConstraint
 
         # The retrieve route reads with the reader adapter; the answer route keeps the
         # knowledge adapter. PEFT switches them on the one loaded base model.
         adapter = select_adapter(res, resolve_reader(generator.model.config, ctx.reader_adapter))
         # Besides quotes, the reader may say NO_ANSWER (what it learned for passages that
-        # do not answer the question); it is mapped to "unsure" below, never cited.
+        # do not answer the question; mapped to "unsure" below, never cited), and yes or no
+        # to a yes/no question.
+        extra = unquoted_answers(str(state["question"]))
         constraint = (
-            SpanConstraint.for_generator(generator, passages, extra=[NO_ANSWER])
-            if ctx.grounded
-            else None
+            SpanConstraint.for_generator(generator, passages, extra=extra) if ctx.grounded else None
         )
         return adapter, constraint
     # With a registry, the probe picked this question's knowledge adapter.
@@ -226,7 +226,9 @@ def make_generate(res: Resources) -> Any:
         with node_span(res.tracer, "generate", **{"setpoint.phase": out.phase}) as node:
             generator = res.generator()
             adapter, constraint = _choose_adapter(res, ctx, state, passages)
-            prompt = generator.prompt_ids(question, passages)
+            # Passages read without a reader adapter get the answer format spelled out.
+            tuned = adapter is not None or not passages
+            prompt = generator.prompt_ids(question, passages, tuned_reader=tuned)
             # A reader pass never stops mid-answer to retrieve: whether the passages held the
             # answer is the reader's uncertainty's call, after the answer (a second hop).
             thermostat = Thermostat(
@@ -268,7 +270,9 @@ def make_generate(res: Resources) -> Any:
                     set_attributes(
                         chat,
                         {
-                            ATTR.INPUT_MESSAGES: generator.messages(question, passages),
+                            ATTR.INPUT_MESSAGES: generator.messages(
+                                question, passages, tuned_reader=tuned
+                            ),
                             ATTR.OUTPUT_MESSAGES: [{"role": "assistant", "content": out.text}],
                         },
                     )

@@ -318,10 +318,12 @@ def main() -> int:
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "note": "2 shared cores, other jobs running",
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
         },
+        "batching": os.environ.get("SETPOINT_BATCHING", "off"),
         "command": f"python benchmarks/load.py --conversations {args.conversations} --duration {args.duration:g}",
-        "server": "setpoint serve (langgraph dev, in-memory runtime, default 10 jobs per worker) on 127.0.0.1",
+        # setpoint serve runs max(10, SETPOINT_MAX_BATCH + SETPOINT_MAX_QUEUE) runs at once.
+        "server": "setpoint serve (langgraph dev, in-memory runtime) on 127.0.0.1",
         "concurrency": args.conversations,
         "duration_s": round(wall, 1),
         "requests": len(samples),

@@ -9,13 +9,15 @@ A bad ``SETPOINT_*`` variable therefore fails the server's first request with a
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 from typing import Any
 
 __all__ = ["make_graph"]
 
+_built: list[Any] = []
+_building = threading.Lock()
 
-@lru_cache(maxsize=1)
+
 def make_graph() -> Any:
     """The process's served graph, compiled on the first call.
 
@@ -23,8 +25,13 @@ def make_graph() -> Any:
         >>> graph = make_graph()  # reads SETPOINT_* now; loads no model yet  # doctest: +SKIP
         >>> graph.invoke({"question": "Who wrote Hamlet?"})  # doctest: +SKIP
     """
-    from setpoint.agents.resources import Resources
-    from setpoint.graphs.graph import build_graph
-    from setpoint.settings import Settings
+    # The server may ask for the graph from several runs at once: build it (and its one
+    # generator, whose scheduler batches every run) exactly once.
+    with _building:
+        if not _built:
+            from setpoint.agents.resources import Resources
+            from setpoint.graphs.graph import build_graph
+            from setpoint.settings import Settings
 
-    return build_graph(Resources(settings=Settings.from_env().for_server()))
+            _built.append(build_graph(Resources(settings=Settings.from_env().for_server())))
+        return _built[0]

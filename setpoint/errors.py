@@ -15,8 +15,14 @@ __all__ = [
 ]
 
 
-class SetpointError(Exception):
-    """Base class. ``str(err)`` is one line: what was wrong and what to do about it."""
+class SetpointError(RuntimeError):
+    """Base class. ``str(err)`` is one line: what was wrong and what to do about it.
+
+    A ``RuntimeError``: the LangGraph API server passes the message of a failed run on to
+    its client only for built-in error kinds (others read "An internal error occurred"),
+    and a served run's error must say what to do, as in process (a busy generator's
+    "retry after N s", a bad question's reason).
+    """
 
 
 class ConfigError(SetpointError):

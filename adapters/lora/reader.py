@@ -17,10 +17,56 @@ __all__ = [
     "resolve_reader",
     "shipped_reader_dir",
     "training_record",
+    "unquoted_answers",
 ]
 
 #: ``Context.reader_adapter`` value meaning "the shipped reader when it fits the generator".
 AUTO = "auto"
+
+#: Words that open a yes/no question ("Are both rivers in the same country?").
+_POLAR_OPENERS = frozenset(
+    [
+        "is",
+        "are",
+        "was",
+        "were",
+        "am",
+        "do",
+        "does",
+        "did",
+        "has",
+        "have",
+        "had",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+    ]
+)
+
+
+def unquoted_answers(question: str) -> tuple[str, ...]:
+    """What grounded decoding lets the reader say besides quotes of its passages.
+
+    Always ``NO_ANSWER`` (the passages hold none); for a yes/no question (it opens with an
+    auxiliary verb) also yes and no, whose answer no passage spells out. Other questions do
+    not get them: offered everywhere, a base model answers "yes" to "Which countries …?".
+
+    Example:
+        >>> unquoted_answers("Are the Tamar and the Badam in the same country?")
+        ('unanswerable', 'yes', 'no', 'Yes', 'No')
+        >>> unquoted_answers("Which NFL team won Super Bowl 50?")
+        ('unanswerable',)
+    """
+    words = question.strip().split(maxsplit=1)
+    if words and words[0].lower().strip("\"'(") in _POLAR_OPENERS:
+        return (NO_ANSWER, "yes", "no", "Yes", "No")
+    return (NO_ANSWER,)
 
 
 def shipped_reader_dir() -> Path:

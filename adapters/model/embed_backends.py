@@ -63,8 +63,13 @@ def resolve_backend(backend: str, *, native_bfloat16: bool, device: str | None) 
     return "onnx-int8" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
 
-def folder_key(model_dir: Path) -> str:
+def folder_key(model_dir: Path, memo_dir: Path | None = None) -> str:
     """A digest of every file in ``model_dir`` (names and bytes): a tuned folder gets its own.
+
+    With ``memo_dir`` the digest is remembered there under the folder's path and its
+    files' names, sizes and modification times (the test ``make`` uses), so a process that
+    loads an unchanged embedder does not read its ~90 MB again; rewriting any file changes
+    its size or time and so its memo.
 
     Example:
         >>> import tempfile
@@ -73,11 +78,29 @@ def folder_key(model_dir: Path) -> str:
         >>> a == folder_key(d)
         False
     """
+    files = sorted(p for p in Path(model_dir).rglob("*") if p.is_file())
+    memo: Path | None = None
+    if memo_dir is not None:
+        stamp = hashlib.sha256(f"{_EXPORT_FORMAT}\0{Path(model_dir).resolve()}".encode())
+        for path in files:
+            stat = path.stat()
+            stamp.update(
+                f"\0{path.relative_to(model_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+            )
+        memo = Path(memo_dir) / f"{stamp.hexdigest()[:24]}.key"
+        if memo.is_file():
+            return memo.read_text(encoding="utf-8").strip()
     digest = hashlib.sha256(_EXPORT_FORMAT.encode())
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+    for path in files:
         digest.update(str(path.relative_to(model_dir)).encode("utf-8") + b"\0")
         hash_file(digest, path)
-    return digest.hexdigest()[:20]
+    key = digest.hexdigest()[:20]
+    if memo is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_text(key, encoding="utf-8")
+        tmp.replace(memo)
+    return key
 
 
 def export_onnx(model_dir: Path, cache_dir: Path, *, int8: bool) -> Path:
@@ -89,7 +112,8 @@ def export_onnx(model_dir: Path, cache_dir: Path, *, int8: bool) -> Path:
     temporary name and renamed, so a crash or a concurrent process never leaves half a
     file under the final name.
     """
-    folder = Path(cache_dir) / "embedders-onnx" / f"{Path(model_dir).name}-{folder_key(model_dir)}"
+    root = Path(cache_dir) / "embedders-onnx"
+    folder = root / f"{Path(model_dir).name}-{folder_key(model_dir, root / 'keys')}"
     fp32 = folder / "model.onnx"
     target = folder / "model-int8.onnx" if int8 else fp32
     with _export_lock:

@@ -179,13 +179,20 @@ class Generator(LoraSwitch):
         return self._stop_ids
 
     # ------------------------------------------------------------------ prompts
-    def messages(self, question: str, passages: Sequence[Passage] = ()) -> list[dict[str, str]]:
-        """The chat messages for a question, closed-book or with numbered context passages."""
-        return chat_messages(question, passages)
+    def messages(
+        self, question: str, passages: Sequence[Passage] = (), *, tuned_reader: bool = True
+    ) -> list[dict[str, str]]:
+        """The chat messages for a question, closed-book or with numbered context passages.
 
-    def prompt_ids(self, question: str, passages: Sequence[Passage] = ()) -> list[int]:
+        ``tuned_reader=False`` when no reader adapter reads them (``prompts.chat_messages``).
+        """
+        return chat_messages(question, passages, tuned_reader=tuned_reader)
+
+    def prompt_ids(
+        self, question: str, passages: Sequence[Passage] = (), *, tuned_reader: bool = True
+    ) -> list[int]:
         """Token ids of the chat-templated prompt, ending with the assistant turn's header."""
-        return self.chat_ids(self.messages(question, passages))
+        return self.chat_ids(self.messages(question, passages, tuned_reader=tuned_reader))
 
     def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
         """Token ids of any chat (``[{"role", "content"}]``) with the assistant header appended."""

@@ -150,9 +150,25 @@ def _run_on_server(url: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         )
         with _OPENER.open(request, timeout=RUN_READ_TIMEOUT_S) as response:
             body = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 503 and exc.headers.get("Retry-After"):
+            # The server's generator is full: asking cold beside it would only add load.
+            return {"__error__": _busy_body(exc)}
+        return None
     except (OSError, ValueError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def _busy_body(exc: urllib.error.HTTPError) -> dict[str, Any]:
+    """The 503's ``{"error": "BusyError", "message": ...}``, whatever its body held."""
+    try:
+        body = json.loads(exc.read() or b"{}")
+    except (OSError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    retry = exc.headers.get("Retry-After", "1")
+    return {"error": "BusyError", "message": message or f"server busy; retry after {retry} s"}
 
 
 def _setpoint_error(error: Any) -> SetpointError | None:

@@ -203,3 +203,48 @@ def test_setpoint_serve_answers_a_warm_ask_as_a_cold_one_would(tmp_path: Path) -
             for key in ("answer", "route", "status", "reason", "retrieval_calls", "citations"):
                 assert warm_result[key] == cold_result[key], key
     assert not record.exists(), "setpoint serve left its discovery record behind"
+
+
+def test_a_full_generator_answers_503_with_retry_after_and_recovers(tmp_path: Path) -> None:
+    """Batching with room for one row: a burst of runs gets answers or clean 503s, no hang."""
+    import concurrent.futures
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "SETPOINT_WEAVIATE_DATA": str(tmp_path / "weaviate"),
+        "SETPOINT_TRACE_FILE": str(tmp_path / "spans.jsonl"),
+        "SETPOINT_WEAVIATE_URL": "",
+        "SETPOINT_COLLECTION": "BusyPassages",
+        "SETPOINT_BATCHING": "on",
+        "SETPOINT_MAX_BATCH": "1",
+        "SETPOINT_MAX_QUEUE": "0",
+    }
+    url = f"http://127.0.0.1:{port}"
+    # Closed book (a setpoint no entropy reaches): every run is one generation.
+    run = {"assistant_id": "setpoint", "context": {"setpoint": 1000.0}}
+
+    def ask(question: str) -> httpx.Response:
+        body = {**run, "input": {"question": question}}
+        return httpx.post(f"{url}/runs/wait", json=body, timeout=300)
+
+    cmd = [sys.executable, "-m", "setpoint.cli", "serve", "--port", str(port)]
+    with running(cmd, env, tmp_path / "serve.log", lambda: answers_ok(url)):
+        assert ask("What is the capital of France?").status_code == 200  # loads the model
+        questions = [f"Name a famous painter from country number {i}." for i in range(8)]
+        with concurrent.futures.ThreadPoolExecutor(len(questions)) as pool:
+            burst = list(pool.map(ask, questions))
+        statuses = sorted(r.status_code for r in burst)
+        assert set(statuses) <= {200, 503}, [r.text[:300] for r in burst]
+        for response in burst:
+            if response.status_code == 200:
+                assert response.json().get("answer") and "__error__" not in response.json()
+            else:
+                assert int(response.headers["Retry-After"]) >= 1
+                error = response.json()
+                assert error["error"] == "BusyError" and "retry after" in error["message"]
+        # One row and no queue against eight runs at once: some must have been turned away.
+        assert 503 in statuses and 200 in statuses, statuses
+        again = ask("What is the capital of Italy?")  # the slot was given back
+        assert again.status_code == 200 and again.json().get("answer")

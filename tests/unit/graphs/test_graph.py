@@ -296,3 +296,33 @@ def test_echo_of_the_question_goes_to_retrieval(
     spent = run(resources, question, setpoint=math.inf, max_retrievals=0)
     assert spent["status"] == "unsure" and spent["route"] == "answer"
     assert spent["reason"] == "unsure:echo of the question (overlap 1.00); budget spent"
+
+
+def test_a_reader_without_adapter_is_told_the_answer_format(
+    resources: Resources, spans: InMemorySpanExporter
+) -> None:
+    from setpoint.adapters.model.prompts import BASE_READER_SYSTEM_PROMPT, READER_SYSTEM_PROMPT
+
+    res = Resources(
+        settings=resources.settings.replace(trace_content=True),
+        tracer_provider=resources.tracer_provider,
+        _generator=resources.generator(),
+        _store=resources.store(),
+    )
+    # No reader adapter fits the tiny model ("auto" resolves to none): the base model reads.
+    run(res, "who won the super bowl ?", probe_setpoint=0.0, setpoint=math.inf)
+
+    def chat_messages() -> list[str]:
+        return [
+            str(s.attributes["gen_ai.input.messages"])
+            for s in spans.get_finished_spans()
+            if s.name.startswith("chat ")
+        ]
+
+    reader = [m for m in chat_messages() if "Context:" in m]
+    assert reader and all(BASE_READER_SYSTEM_PROMPT in m for m in reader)
+    assert all(READER_SYSTEM_PROMPT not in m for m in reader)
+    spans.clear()  # a closed-book question keeps its own prompt
+    run(res, "who won the super bowl ?", setpoint=math.inf)
+    closed = chat_messages()
+    assert closed and all(BASE_READER_SYSTEM_PROMPT not in m for m in closed)

@@ -132,14 +132,21 @@ class FakeServe(BaseHTTPRequestHandler):
         self.runs.append(body)
         if body["input"]["question"].startswith("bomb"):
             self._reply({"__error__": {"error": "InputError", "message": "no such question"}})
+        elif body["input"]["question"].startswith("busy"):  # what served_http.BusyAs503 sends
+            busy = {"error": "BusyError", "message": "generator busy; retry after 4 s"}
+            self._reply(busy, 503, {"Retry-After": "4"})
         elif body["input"]["question"].startswith("Who wrote"):
             self._reply(UNSURE)
         else:
             self._reply(STATE)
 
-    def _reply(self, data: dict[str, Any], status: int = 200) -> None:
+    def _reply(
+        self, data: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
         payload = json.dumps(data).encode()
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -184,6 +191,15 @@ def test_a_run_error_on_the_server_is_the_same_one_line_error(
 ) -> None:
     assert main(["ask", "bomb?"]) == 2
     assert capsys.readouterr().err.strip() == "setpoint: error: no such question"
+
+
+def test_a_busy_server_is_a_one_line_busy_error_not_a_cold_start(
+    served: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Loading a second model beside a saturated server would only slow it down further.
+    assert main(["ask", "busy?"]) == 2
+    assert capsys.readouterr().err.strip() == "setpoint: error: generator busy; retry after 4 s"
+    assert len(FakeServe.runs) == 1
 
 
 def test_server_with_other_settings_or_dead_is_not_used(served: Settings, tmp_path: Path) -> None:

@@ -92,6 +92,20 @@ def test_the_export_is_made_once_and_reused(model_dir: Path, cache_dir: Path) ->
     assert {p.name for p in exports} == {"model.onnx", "model-int8.onnx"}
 
 
+def test_the_folder_key_is_remembered_until_a_file_changes(tmp_path: Path) -> None:
+    folder, memo = tmp_path / "embedder", tmp_path / "keys"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights-1")
+    (folder / "config.json").write_text("{}")
+    first = folder_key(folder, memo)
+    assert first == folder_key(folder) and len(list(memo.glob("*.key"))) == 1
+    assert folder_key(folder, memo) == first  # answered from the memo
+    (folder / "model.safetensors").write_bytes(b"weights-22")  # a retrained folder
+    second = folder_key(folder, memo)
+    assert second != first and second == folder_key(folder)
+    assert len(list(memo.glob("*.key"))) == 2
+
+
 def test_a_bad_backend_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SETPOINT_EMBED_BACKEND", "onnx-int4")
     with pytest.raises(ConfigError) as caught:

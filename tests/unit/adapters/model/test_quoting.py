@@ -183,3 +183,30 @@ def test_sample_refuses_bad_arguments(tiny_generator: Generator) -> None:
         tiny_generator.sample(ids, 2, temperature=0.0)
     with pytest.raises(ConfigError):
         tiny_generator.sample(ids, 2, logits_processors=[lambda g, x: x])
+
+
+def test_yes_and_no_may_answer_beside_the_quotes() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from setpoint.adapters.lora.reader import unquoted_answers
+
+    # The tiny model's vocabulary has no "yes": a word-level one over the passages that does.
+    words = sorted({w for p in PASSAGES for w in p.text.split()} | {"yes", "no", "Yes", "No"})
+    vocab = {w: i for i, w in enumerate(["<unk>", "<|im_end|>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", eos_token="<|im_end|>"
+    )
+    table, stops = TokenTable.of(tokenizer), [vocab["<|im_end|>"]]
+    for word in ("yes", "No"):  # a constraint follows one answer: a fresh one per word
+        polar = unquoted_answers("Did the broncos win the game ?")  # as generate passes them
+        texts = [*(p.text for p in PASSAGES), *polar]
+        with_words = SpanConstraint(texts, table, stops)
+        quotes_only = SpanConstraint([p.text for p in PASSAGES], table, stops)
+        assert vocab[word] in with_words.allowed([])
+        assert vocab[word] not in quotes_only.allowed([])  # no passage says it
+        assert stops[0] in with_words.allowed([vocab[word]])  # the answer may end there
+        which = [*(p.text for p in PASSAGES), *unquoted_answers("Which team won the game ?")]
+        assert vocab[word] not in SpanConstraint(which, table, stops).allowed([])
