@@ -333,10 +333,17 @@ def after_generation(
         )
     setpoint = reader_setpoint(ctx, reader_signal)
     doubt = reader_uncertainty > setpoint
-    if (doubt or not answered) and budget_left and bridge is not None:
+    hop_at = setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
+    hop_doubt = reader_uncertainty > hop_at or (math.isnan(reader_uncertainty) and hop_at < 0)
+    if (hop_doubt or not answered) and budget_left and bridge is not None:
         what = (
-            f"reader uncertainty {reader_uncertainty:.2f} > reader setpoint {setpoint:g}"
-            if doubt
+            f"reader uncertainty {reader_uncertainty:.2f} > "
+            + (
+                f"reader setpoint {setpoint:g}"
+                if ctx.hop_setpoint is None
+                else f"hop setpoint {hop_at:g}"
+            )
+            if hop_doubt
             else "no answer in the passages"
         )
         return Decision("retrieve", "retrieve", f"second hop: {what}; query {bridge!r}")

@@ -61,14 +61,21 @@ SETS = {
     "musique": "GenMusique",
     "nq_open": "GenNqOpen",
 }
-STRATEGIES = ("setpoint", "always", "never")
+#: Training splits, for ``--develop`` only: choosing a method on them, never a reported number.
+TRAIN_SETS = {
+    "2wikimultihopqa_train": "Gen2wikimultihopqaTrain",
+    "musique_train": "GenMusiqueTrain",
+}
+STRATEGIES = ("setpoint", "always", "never", "two-hop")
+#: What ``--strategies`` runs unless told: ``two-hop`` is an opt-in baseline.
+DEFAULT_STRATEGIES = ("setpoint", "always", "never")
 WARM_UP = "What is the capital of France?"
 
 
 # ------------------------------------------------------------------ data
-def read_questions(name: str, data: Path = DATA) -> list[dict[str, Any]]:
-    """A dev/evaluation set's questions (never a ``_train`` split)."""
-    if name.endswith("_train"):
+def read_questions(name: str, data: Path = DATA, *, develop: bool = False) -> list[dict[str, Any]]:
+    """A dev/evaluation set's questions (a ``_train`` split only with ``develop``)."""
+    if name.endswith("_train") and not develop:
         raise SystemExit(f"{name} is a training split; it is never reported")
     from setpoint.adapters.lora.qa_data import SQUAD_V2_TRAIN_TITLES
 
@@ -110,6 +117,11 @@ def contexts(sp: Any) -> dict[str, Any]:
         "setpoint": sp.context(),
         "always": sp.context(setpoint=math.inf, probe_setpoint=-math.inf),
         "never": sp.context(setpoint=math.inf, probe_setpoint=math.inf, max_retrievals=0),
+        # IRCoT-style fixed budget: retrieve first, then always a second hop with the bridge
+        # query (hop setpoint -inf), two calls per question; "unsure" as by default.
+        "two-hop": sp.context(
+            setpoint=math.inf, probe_setpoint=-math.inf, max_retrievals=2, hop_setpoint=-math.inf
+        ),
     }
 
 
@@ -267,9 +279,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=100, help="questions per set (0: all)")
     parser.add_argument(
-        "--sets", default=",".join(SETS), help="comma-separated folders of ../shared/data"
+        "--sets", help="comma-separated folders of ../shared/data (default: every set)"
     )
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument(
+        "--strategies", default=",".join(DEFAULT_STRATEGIES), help=f"of {', '.join(STRATEGIES)}"
+    )
     parser.add_argument("--seed", type=int, default=0, help="question sample and bootstrap")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "generalization.json"
@@ -284,9 +298,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="Weaviate data folder (default: <cache>/bench-generalization-weaviate)",
     )
     parser.add_argument("--fresh", action="store_true", help="ignore the records of earlier runs")
+    parser.add_argument(
+        "--develop",
+        action="store_true",
+        help=f"run on the training splits ({', '.join(TRAIN_SETS)}) to choose a method; "
+        "their numbers are development numbers, never reported as generalisation",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sets = _choices(args.sets, list(SETS), "set")
+    if args.develop:
+        SETS.update(TRAIN_SETS)
+    default_sets = TRAIN_SETS if args.develop else SETS
+    sets = _choices(args.sets or ",".join(default_sets), list(SETS), "set")
     strategies = _choices(args.strategies, STRATEGIES, "strategy")
 
     from setpoint import Settings
@@ -303,7 +326,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ingests: dict[str, Any] = {}
     samples: dict[str, list[str]] = {}
     for name in sets:
-        questions = sample_questions(read_questions(name), args.limit, args.seed, name)
+        questions = sample_questions(
+            read_questions(name, develop=args.develop), args.limit, args.seed, name
+        )
         samples[name] = [str(q["id"]) for q in questions]
         settings = base.replace(
             collection=SETS[name], weaviate_url=None, weaviate_data_override=index

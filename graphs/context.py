@@ -115,6 +115,13 @@ class Context:
     #: (``quoting.reader_uncertainty``). None: ``DEFAULT_READER_SETPOINT`` for the probe,
     #: inf (never unsure) for the other scales; inf: never unsure.
     reader_setpoint: float | None = None
+    #: The second hop's own trigger, on the reader-uncertainty scale: a read answer above it
+    #: earns a second hop while the budget lasts (whether it is then "unsure" is still
+    #: ``reader_setpoint``'s call). None: the same as ``reader_setpoint``; -inf: always a
+    #: second hop (two calls a question, the fixed IRCoT budget, which doubled F1 on
+    #: 2WikiMultihopQA and retrieved all supporting passages for 72 % of its questions;
+    #: BENCHMARKS.md, "Is the second hop's trigger or its query the limit?").
+    hop_setpoint: float | None = None
     #: Echo trap: a closed-book answer of 3+ content words of which at least this share is
     #: already in the question restates it (``hops.echo_overlap``); it goes to retrieval
     #: while the budget lasts, else is given as ``unsure``. In (0, 1]; inf never checks.
@@ -143,6 +150,8 @@ class Context:
                 raise ConfigError(f"{name} cannot be NaN; use inf to disable it")
         if self.reader_setpoint is not None and math.isnan(self.reader_setpoint):
             raise ConfigError("reader_setpoint cannot be NaN; use inf to never be unsure")
+        if self.hop_setpoint is not None and math.isnan(self.hop_setpoint):
+            raise ConfigError("hop_setpoint cannot be NaN; use inf for no second hop on doubt")
         if not self.echo_overlap > 0:
             raise ConfigError(
                 f"echo_overlap must be in (0, 1] (inf: never check), got {self.echo_overlap}"

@@ -5,12 +5,20 @@ No model and no I/O: ``agents.generate`` measures with them, ``agents.decide`` d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from setpoint.adapters.domain.lexical import words
 
-__all__ = ["ECHO_MIN_WORDS", "bridge_query", "echo_overlap", "merge_passages"]
+__all__ = [
+    "BRIDGE_ENTITIES",
+    "ECHO_MIN_WORDS",
+    "bridge_query",
+    "echo_overlap",
+    "merge_passages",
+    "named_entities",
+]
 
 #: Answers with fewer content words are never echoes: "Paris" to "Is Paris in France?"
 #: names the answer, it does not restate the question.
@@ -39,6 +47,27 @@ def echo_overlap(answer: str, question: str) -> float:
     return sum(w in asked for w in said) / len(said)
 
 
+#: Names from the best passage that the second hop's query may add (besides its title).
+BRIDGE_ENTITIES = 3
+
+# A name: capitalised words, with the lower-case particles names carry ("Ludwig van
+# Beethoven", "Isabella of France") between them.
+_WORD = r"(?:[A-Z]\.|[A-Z][\w'’-]*)"  # an initial ("M.") or a capitalised word
+_NAME = re.compile(
+    rf"{_WORD}(?:\s+(?:(?:of|de|del|da|di|du|van|von|der|den|la|le|bin|ibn)\s+)?{_WORD})*"
+)
+
+
+def named_entities(text: str) -> list[str]:
+    """Capitalised names in ``text``, each once, in order of first mention.
+
+    Example:
+        >>> named_entities("Forbidden Ground is a 1968 Hungarian film directed by Pál Gábor.")
+        ['Forbidden Ground', 'Hungarian', 'Pál Gábor']
+    """
+    return list(dict.fromkeys(m.group(0) for m in _NAME.finditer(text)))
+
+
 def _new(text: str, seen: str) -> bool:
     """Whether ``text`` brings a content word ``seen`` lacks."""
     have = set(words(seen))
@@ -46,26 +75,42 @@ def _new(text: str, seen: str) -> bool:
 
 
 def bridge_query(
-    question: str, passages: Sequence[Mapping[str, Any]], answer: str = ""
+    question: str,
+    passages: Sequence[Mapping[str, Any]],
+    answer: str = "",
+    *,
+    entities: int = BRIDGE_ENTITIES,
 ) -> str | None:
     """The second hop's query: the question plus what the first hop found (IRCoT / self-ask style).
 
-    The bridge is the best passage's title (the entity the first hop landed on) and the
-    reader's partial answer, each only when it adds a word the query lacks. None when
-    nothing new was found: the same query would fetch the same passages.
+    The bridge is the best passage's title (the entity the first hop landed on), the
+    reader's partial answer, and up to ``entities`` names from the best passage's text
+    (the director, the spouse, the city the question asks about without naming it), each
+    only when it adds a word the query lacks. None when nothing new was found: the same
+    query would fetch the same passages.
 
     Example:
         >>> bridge_query("What is the population of the city where X was born?",
         ...              [{"title": "Strasbourg", "text": "..."}], "Strasbourg")
         'What is the population of the city where X was born? Strasbourg'
+        >>> bridge_query("Who directed the film whose director was born first, Forbidden Ground?",
+        ...              [{"title": "Forbidden Ground", "text": "A 1968 film directed by Pál Gábor."}])
+        'Who directed the film whose director was born first, Forbidden Ground? Pál Gábor'
         >>> bridge_query("Who founded Paris?", [{"title": "Paris"}], "") is None
         True
     """
     query = question.strip()
-    title = str(passages[0].get("title") or "").replace("_", " ") if passages else ""
+    best = passages[0] if passages else {}
+    title = str(best.get("title") or "").replace("_", " ")
     for extra in (title, answer.strip()):
         if extra and _new(extra, query):
             query = f"{query} {extra}"
+    added = 0
+    for name in named_entities(str(best.get("text") or "")):
+        if added >= entities:
+            break
+        if _new(name, query):
+            query, added = f"{query} {name}", added + 1
     return None if query == question.strip() else query
 
 

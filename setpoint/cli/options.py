@@ -26,6 +26,7 @@ CONTEXT_FLAGS = (
     "probe_setpoint",
     "max_retrievals",
     "reader_setpoint",
+    "hop_setpoint",
     "top_k",
     "alpha",
     "max_new_tokens",

@@ -64,6 +64,12 @@ def _run_context_flags(p: argparse.ArgumentParser) -> None:
         "best guess with status unsure); default: the dev-chosen one for the reader probe; "
         "inf: never unsure",
     )
+    p.add_argument(
+        "--hop-setpoint",
+        type=number,
+        help="reader uncertainty above which a read answer earns a second hop (default: the "
+        "reader setpoint); -inf: always a second hop while the budget lasts",
+    )
     p.add_argument("--top-k", type=int, help="passages per retrieval")
     p.add_argument("--alpha", type=float, help="hybrid weight: 0 = BM25 only, 1 = vector only")
     p.add_argument("--max-new-tokens", type=int, help="answer length cap")

@@ -177,19 +177,26 @@ def setpoint_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedPr
     )  # fmt: skip
 
 
-def test_setpoint_serve_answers_a_warm_ask_as_a_cold_one_would(tmp_path: Path) -> None:
-    from setpoint.settings import default_cache_dir
-
-    port = free_port()
+def serve_env(tmp_path: Path, collection: str, **settings: str) -> dict[str, str]:
+    """The environment of a ``setpoint serve`` with its own Weaviate data and span file."""
     env = {
         **os.environ,
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "SETPOINT_WEAVIATE_DATA": str(tmp_path / "weaviate"),
         "SETPOINT_TRACE_FILE": str(tmp_path / "spans.jsonl"),
         "SETPOINT_WEAVIATE_URL": "",
-        "SETPOINT_COLLECTION": "WarmAskPassages",
+        "SETPOINT_COLLECTION": collection,
+        **{f"SETPOINT_{name.upper()}": value for name, value in settings.items()},
     }
     env.pop("SETPOINT_NO_DAEMON", None)
+    return env
+
+
+def test_setpoint_serve_answers_a_warm_ask_as_a_cold_one_would(tmp_path: Path) -> None:
+    from setpoint.settings import default_cache_dir
+
+    port = free_port()
+    env = serve_env(tmp_path, "WarmAskPassages")
     record = default_cache_dir() / "servers" / f"{port}.json"
     cmd = [sys.executable, "-m", "setpoint.cli", "serve", "--port", str(port)]
     with running(cmd, env, tmp_path / "serve.log", record.exists):
@@ -210,17 +217,7 @@ def test_a_full_generator_answers_503_with_retry_after_and_recovers(tmp_path: Pa
     import concurrent.futures
 
     port = free_port()
-    env = {
-        **os.environ,
-        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
-        "SETPOINT_WEAVIATE_DATA": str(tmp_path / "weaviate"),
-        "SETPOINT_TRACE_FILE": str(tmp_path / "spans.jsonl"),
-        "SETPOINT_WEAVIATE_URL": "",
-        "SETPOINT_COLLECTION": "BusyPassages",
-        "SETPOINT_BATCHING": "on",
-        "SETPOINT_MAX_BATCH": "1",
-        "SETPOINT_MAX_QUEUE": "0",
-    }
+    env = serve_env(tmp_path, "BusyPassages", batching="on", max_batch="1", max_queue="0")
     url = f"http://127.0.0.1:{port}"
     # Closed book (a setpoint no entropy reaches): every run is one generation.
     run = {"assistant_id": "setpoint", "context": {"setpoint": 1000.0}}

@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from setpoint.adapters.domain.hops import bridge_query, echo_overlap, merge_passages
+from setpoint.adapters.domain.hops import (
+    bridge_query,
+    echo_overlap,
+    merge_passages,
+    named_entities,
+)
 from setpoint.agents.decide import (
     ROUTES,
     Decision,
@@ -338,6 +343,30 @@ def test_echo_overlap_table(answer: str, question: str, echo: float) -> None:
     assert echo_overlap(answer, question) == echo
 
 
+def test_the_hop_setpoint_triggers_the_second_hop_and_not_unsure() -> None:
+    read = {"read_passages": True, "bridge": "q Gábor", "retrievals_used": 1}
+    sure = {**read, "reader_uncertainty": 0.3}
+    # By default the reader setpoint decides both: a sure read is answered, no hop.
+    assert triple(generation(**sure)) == ("check_output", "retrieve", None)
+    always = Context(hop_setpoint=-math.inf)
+    decision = generation(**sure, ctx=always)
+    assert (decision.next_node, decision.reason) == (
+        "retrieve",
+        "second hop: reader uncertainty 0.30 > hop setpoint -inf; query 'q Gábor'",
+    )
+    # Unmeasured uncertainty (NaN) still hops at -inf; the budget still stops it, and the
+    # answer after it is "unsure" only by the reader setpoint.
+    assert (
+        generation(**{**read, "reader_uncertainty": math.nan}, ctx=always).next_node == "retrieve"
+    )
+    spent = generation(**{**sure, "retrievals_used": 2}, ctx=always)
+    assert (spent.next_node, spent.status) == ("check_output", "answered")
+    late = Context(hop_setpoint=0.95)
+    assert generation(**{**read, "reader_uncertainty": 0.93}, ctx=late).status == "unsure"
+    with pytest.raises(SetpointError, match="hop_setpoint cannot be NaN"):
+        Context(hop_setpoint=math.nan)
+
+
 def test_second_hop_query_and_merge() -> None:
     first = [{"id": "a", "title": "Strasbourg"}, {"id": "b", "title": "Alsace"}]
     query = bridge_query("What is the population of the city where she was born?", first, "")
@@ -346,6 +375,29 @@ def test_second_hop_query_and_merge() -> None:
     assert bridge_query("Who founded Strasbourg?", first, "Strasbourg") is None
     merged = merge_passages(first, [{"id": "c"}, {"id": "a"}, {"id": "d"}], 3)
     assert [p["id"] for p in merged] == ["a", "c", "b"]
+
+
+def test_the_second_hop_names_the_bridge_entity_of_the_first() -> None:
+    """2WikiMultihopQA's shape: the first hop finds the film; its director is the bridge."""
+    question = "Who is the child of the director of film Cochin Express?"
+    film = {
+        "id": "f",
+        "title": "Cochin Express",
+        "text": "Cochin Express is a 1967 Indian Malayalam film, directed by M. Krishnan Nair "
+        "and produced by T. E. Vasudevan. The film stars Prem Nazir and Sheela.",
+    }
+    query = bridge_query(question, [film], "Prem Nazir")
+    assert query is not None and query.startswith(question)
+    added = query.removeprefix(question)
+    # The reader's guess, then the passage's names in order, at most BRIDGE_ENTITIES of them;
+    # the film's own name (already asked) is not repeated.
+    assert added == " Prem Nazir Indian Malayalam M. Krishnan Nair T. E. Vasudevan"
+    assert "Cochin Express" not in added
+    assert bridge_query(question, [film], "Prem Nazir", entities=0) == f"{question} Prem Nazir"
+    assert named_entities("Isabella of France married Edward II of England in 1308.") == [
+        "Isabella of France",
+        "Edward II of England",
+    ]
 
 
 @pytest.mark.parametrize(
