@@ -336,13 +336,9 @@ def after_generation(
     hop_at = setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
     hop_doubt = reader_uncertainty > hop_at or (math.isnan(reader_uncertainty) and hop_at < 0)
     if (hop_doubt or not answered) and budget_left and bridge is not None:
+        knob = "reader setpoint" if ctx.hop_setpoint is None else "hop setpoint"
         what = (
-            f"reader uncertainty {reader_uncertainty:.2f} > "
-            + (
-                f"reader setpoint {setpoint:g}"
-                if ctx.hop_setpoint is None
-                else f"hop setpoint {hop_at:g}"
-            )
+            f"reader uncertainty {reader_uncertainty:.2f} > {knob} {hop_at:g}"
             if hop_doubt
             else "no answer in the passages"
         )

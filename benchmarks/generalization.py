@@ -306,10 +306,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.develop:
-        SETS.update(TRAIN_SETS)
+    collections = {**SETS, **TRAIN_SETS} if args.develop else SETS
     default_sets = TRAIN_SETS if args.develop else SETS
-    sets = _choices(args.sets or ",".join(default_sets), list(SETS), "set")
+    sets = _choices(args.sets or ",".join(default_sets), list(collections), "set")
     strategies = _choices(args.strategies, STRATEGIES, "strategy")
 
     from setpoint import Settings
@@ -331,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         samples[name] = [str(q["id"]) for q in questions]
         settings = base.replace(
-            collection=SETS[name], weaviate_url=None, weaviate_data_override=index
+            collection=collections[name], weaviate_url=None, weaviate_data_override=index
         )
         rows, ingests[name] = run_set(name, questions, settings, strategies, records, tracing)
         results[name] = {s: summarize(rows[s], args.seed) for s in strategies}

@@ -43,46 +43,25 @@ SHARED = ROOT.parent / "shared" / "data"
 VARIANTS = ("adapter-prompt", "adapter-prompt/free", "base-prompt", "base-prompt/free")
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _items(squad: int, multihop: int, seed: int) -> list[tuple[str, str, list[str], list[Any]]]:
     """``(set, question, gold answers, passages)``: SQuAD evaluation titles, 2Wiki train."""
-    from setpoint.adapters.lora.qa_data import TitleSplit
+    from setpoint.adapters.lora.qa_data import TitleSplit, load_multihop, load_squad
     from setpoint.adapters.lora.reader import shipped_reader_dir
     from setpoint.adapters.lora.record import SPLIT_FILE
-    from setpoint.adapters.model.generator import Passage
 
-    def passage(p: dict[str, Any]) -> Passage:
-        return Passage(str(p["id"]), str(p.get("title", "")), str(p["text"]))
-
-    eval_titles = set(TitleSplit.load(shipped_reader_dir() / SPLIT_FILE).eval)
-    squad_passages = {p["id"]: p for p in _jsonl(SHARED / "squad" / "passages.jsonl")}
-    squad_qs = [
-        q
-        for q in _jsonl(SHARED / "squad" / "questions.jsonl")
-        if squad_passages[q["passage_id"]]["title"] in eval_titles
-    ]
-    wiki_passages = {
-        p["id"]: p for p in _jsonl(SHARED / "2wikimultihopqa_train" / "passages.jsonl")
-    }
-    wiki_qs = _jsonl(SHARED / "2wikimultihopqa_train" / "questions.jsonl")
+    squad_set = load_squad(SHARED / "squad")
+    squad_qs = squad_set.in_titles(TitleSplit.load(shipped_reader_dir() / SPLIT_FILE).eval)
+    wiki = load_multihop(SHARED / "2wikimultihopqa_train")
+    wiki_qs = list(wiki.questions)
     rng = random.Random(seed)
     rng.shuffle(squad_qs)
     rng.shuffle(wiki_qs)
     items = [
-        ("squad", q["question"], list(q["answers"]), [passage(squad_passages[q["passage_id"]])])
+        ("squad", q.question, list(q.answers), [squad_set.passages[q.passage_id]])
         for q in squad_qs[:squad]
     ]
     items += [
-        (
-            "2wiki_train",
-            q["question"],
-            list(q["answers"]),
-            [passage(wiki_passages[i]) for i in q["supporting_ids"] if i in wiki_passages],
-        )
+        ("2wiki_train", q.question, list(q.answers), [wiki.passages[i] for i in q.supporting_ids])
         for q in wiki_qs[:multihop]
     ]
     return items

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,8 +94,9 @@ WORDS = [
 SPECIALS = ["<unk>", "<|im_start|>", "<|im_end|>"]
 
 
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(WORDS)))}
+def make_tokenizer(extra_words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """The tiny models' word-level tokenizer; ``extra_words`` widen it (not the models' vocab)."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted({*WORDS, *extra_words}))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(

@@ -186,19 +186,12 @@ def test_sample_refuses_bad_arguments(tiny_generator: Generator) -> None:
 
 
 def test_yes_and_no_may_answer_beside_the_quotes() -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     from setpoint.adapters.lora.reader import unquoted_answers
+    from tests.unit.conftest import make_tokenizer
 
-    # The tiny model's vocabulary has no "yes": a word-level one over the passages that does.
-    words = sorted({w for p in PASSAGES for w in p.text.split()} | {"yes", "no", "Yes", "No"})
-    vocab = {w: i for i, w in enumerate(["<unk>", "<|im_end|>", *words])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", eos_token="<|im_end|>"
-    )
+    # The tiny model's vocabulary has no "yes": the same tokenizer with the four words added.
+    tokenizer = make_tokenizer(extra_words=["yes", "no", "Yes", "No"])
+    vocab = tokenizer.get_vocab()
     table, stops = TokenTable.of(tokenizer), [vocab["<|im_end|>"]]
     for word in ("yes", "No"):  # a constraint follows one answer: a fresh one per word
         polar = unquoted_answers("Did the broncos win the game ?")  # as generate passes them
