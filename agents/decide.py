@@ -160,12 +160,17 @@ def after_probe(
     retrievals_used: int = 0,
     calibrated: bool = False,
     stale: str | None = None,
+    multi_fact: str | None = None,
 ) -> Decision[ProbeHop]:
     """Before generation: answer from the weights, retrieve first, or escalate.
 
     ``calibrated``: the signal is a calibrated probe's P(wrong), not the first-token entropy.
     ``stale``: why the chosen adapter's knowledge of this question is superseded (None: it
     is not); the index then answers instead of the weights.
+    ``multi_fact``: why the question needs facts the weights rarely hold together (a
+    nested question's first read, the two things a comparison names; None: it does not);
+    it is retrieved for, as Adaptive-RAG routes multi-step questions, unless both
+    setpoints are inf (closed book asked for).
 
     Example:
         >>> from setpoint.graphs.context import Context
@@ -188,6 +193,13 @@ def after_probe(
         # Never answer from superseded weights: the index has the current fact.
         reason = stale
         route = "retrieve" if ctx.max_retrievals > 0 else "escalate"
+    elif (
+        multi_fact is not None
+        and route == "answer"
+        and ctx.max_retrievals > retrievals_used
+        and not (math.isinf(ctx.setpoint) and math.isinf(ctx.probe_setpoint))
+    ):
+        reason, route = multi_fact, "retrieve"
     if route == "escalate":
         reason = f"uncertain:{reason}"
     return Decision(_PROBE_HOP[route], route, reason)
@@ -284,6 +296,7 @@ def after_generation(
     bridge: str | None = None,
     answered: bool = True,
     no_answer: bool = False,
+    decomposed: bool = False,
 ) -> Decision[GenerateHop]:
     """After a decoding pass: retrieve (again), or on to the checks as answered or unsure.
 
@@ -299,6 +312,9 @@ def after_generation(
     - Read from passages, and the reader said they hold no answer (``no_answer``,
       ``reader.NO_ANSWER``; pass ``answered=False`` too): a second hop as above, else
       ``unsure`` with no answer claimed.
+    - Read the first half of a nested question (``decomposed``; ``bridge`` is then the
+      second half's question, with the first read's answer in it): a second hop while the
+      budget lasts, however sure the reader was: the question is not answered yet.
 
     Example:
         >>> from setpoint.graphs.context import Context
@@ -331,6 +347,8 @@ def after_generation(
             f"(mean {mean_entropy:.2f} over {tokens} tokens)",
             "answered",
         )
+    if decomposed and budget_left and bridge is not None:
+        return Decision("retrieve", "retrieve", f"second hop: nested question; query {bridge!r}")
     setpoint = reader_setpoint(ctx, reader_signal)
     doubt = reader_uncertainty > setpoint
     hop_at = setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint

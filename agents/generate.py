@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
+from setpoint.adapters.domain.choices import closed_answers
+from setpoint.adapters.domain.decompose import decompose
 from setpoint.adapters.domain.hops import bridge_query, echo_overlap
 from setpoint.adapters.lora.reader import is_no_answer
 from setpoint.agents.decide import after_generation, reader_setpoint, retrievals_spent
@@ -61,28 +63,44 @@ class _Pass:
 
 
 def _choose_adapter(
-    res: Resources, ctx: Context, state: dict[str, Any], passages: list[Passage]
+    res: Resources,
+    ctx: Context,
+    state: dict[str, Any],
+    passages: list[Passage],
+    options: tuple[str, ...],
 ) -> tuple[str | None, Any]:
-    """The pass's LoRA adapter (switched to) and its decoding constraint (None: free decoding)."""
+    """The pass's LoRA adapter (switched to) and its decoding constraint (None: free decoding).
+
+    ``options``: the answers a question names (``choices.closed_answers``: an alternative's
+    two options, or yes and no); with grounded decoding on, either pass may say only one
+    of them, entire (the reader may also say NO_ANSWER).
+    """
     generator = res.generator()
+    from setpoint.adapters.model.quoting import SpanConstraint
+
     if passages:
-        from setpoint.adapters.lora.reader import resolve_reader, unquoted_answers
-        from setpoint.adapters.model.quoting import SpanConstraint
+        from setpoint.adapters.lora.reader import NO_ANSWER, resolve_reader, unquoted_answers
 
         # The retrieve route reads with the reader adapter; the answer route keeps the
         # knowledge adapter. PEFT switches them on the one loaded base model.
         adapter = select_adapter(res, resolve_reader(generator.model.config, ctx.reader_adapter))
         # Besides quotes, the reader may say NO_ANSWER (what it learned for passages that
         # do not answer the question; mapped to "unsure" below, never cited), and yes or no
-        # to a yes/no question.
+        # to a yes/no question. An alternative question is answered by one of its options.
+        if not ctx.grounded:
+            return adapter, None
+        if options:
+            return adapter, SpanConstraint.for_generator(
+                generator, [], extra=(NO_ANSWER,), whole=options
+            )
         extra = unquoted_answers(str(state["question"]))
-        constraint = (
-            SpanConstraint.for_generator(generator, passages, extra=extra) if ctx.grounded else None
-        )
-        return adapter, constraint
+        return adapter, SpanConstraint.for_generator(generator, passages, extra=extra)
     # With a registry, the probe picked this question's knowledge adapter.
     registry = ctx.adapter is None and bool(ctx.adapters or res.settings.adapters)
-    return select_adapter(res, state.get("adapter") if registry else ctx.adapter), None
+    adapter = select_adapter(res, state.get("adapter") if registry else ctx.adapter)
+    if options and ctx.grounded:
+        return adapter, SpanConstraint.for_generator(generator, [], whole=options)
+    return adapter, None
 
 
 def _decode(
@@ -169,6 +187,10 @@ def _reader_uncertainty(
         uncertainty = probe.score(out.tokens, question=question, passages=passages, answer=text)
         signal = "probe"
     elif ctx.reader_samples > 0:
+        from setpoint.adapters.lora.reader import NO_ANSWER, unquoted_answers
+
+        # The samples are held to what the greedy answer was held to (_choose_adapter).
+        options = closed_answers(question)
         drawn = sample_answers(
             generator,
             prompt,
@@ -176,6 +198,8 @@ def _reader_uncertainty(
             ctx.reader_samples,
             grounded=ctx.grounded,
             max_new_tokens=ctx.max_new_tokens,
+            extra=(NO_ANSWER,) if options else unquoted_answers(question),
+            whole=options,
         )
         disagreement = answer_disagreement(text, drawn)
         uncertainty = sampled_uncertainty(disagreement, reader_uncertainty(out.tokens))
@@ -225,10 +249,24 @@ def make_generate(res: Resources) -> Any:
         out = _Pass("reader" if passages else "closed_book", trace=list(earlier))
         with node_span(res.tracer, "generate", **{"setpoint.phase": out.phase}) as node:
             generator = res.generator()
-            adapter, constraint = _choose_adapter(res, ctx, state, passages)
+            options = closed_answers(str(question))
+            # A nested question ("Where was the director of film X born?") is read in two
+            # hops: first who the director is, then the question about them (decompose.py).
+            plan = (
+                decompose(str(question)) if passages and ctx.nested_hops and not options else None
+            )
+            split = (
+                plan is not None
+                and not state.get("hop_question")
+                and retrievals < ctx.max_retrievals
+            )
+            asked = (
+                (plan.first if split and plan else None) or state.get("hop_question") or question
+            )
+            adapter, constraint = _choose_adapter(res, ctx, state, passages, options)
             # Passages read without a reader adapter get the answer format spelled out.
             tuned = adapter is not None or not passages
-            prompt = generator.prompt_ids(question, passages, tuned_reader=tuned)
+            prompt = generator.prompt_ids(asked, passages, tuned_reader=tuned)
             # A reader pass never stops mid-answer to retrieve: whether the passages held the
             # answer is the reader's uncertainty's call, after the answer (a second hop).
             thermostat = Thermostat(
@@ -271,32 +309,38 @@ def make_generate(res: Resources) -> Any:
                         chat,
                         {
                             ATTR.INPUT_MESSAGES: generator.messages(
-                                question, passages, tuned_reader=tuned
+                                asked, passages, tuned_reader=tuned
                             ),
                             ATTR.OUTPUT_MESSAGES: [{"role": "assistant", "content": out.text}],
                         },
                     )
             uncertainty, signal, echo, bridge = math.nan, "probe", 0.0, None
+            next_question: str | None = None
             # "The passages hold no answer": no answer text is claimed (and none is cited).
             no_answer = bool(passages) and is_no_answer(out.text)
             text = "" if no_answer else out.text
             if passages and out.fired_at is None:
                 uncertainty, reader_attrs = _reader_uncertainty(
-                    res, ctx, generator, prompt, question, passages, out, probe
+                    res, ctx, generator, prompt, asked, passages, out, probe
                 )
                 signal = str(reader_attrs["setpoint.reader_signal"])
-                bridge = bridge_query(question, state.get("passages") or [], text)
+                if split and plan and text:
+                    # The first read named the bridge: the next hop asks about it.
+                    next_question = plan.then(text)
+                bridge = next_question or bridge_query(question, state.get("passages") or [], text)
                 set_attributes(
                     node,
                     {
                         "setpoint.grounded": constraint is not None,
+                        "setpoint.decomposed": next_question is not None,
                         **reader_attrs,
                         # The query is text: only with trace_content, like every text in spans.
                         "setpoint.bridge_query": bridge if res.settings.trace_content else None,
                     },
                 )
             elif out.fired_at is None:
-                echo = echo_overlap(out.text, question)
+                # Naming one of the question's options answers it; it is not an echo.
+                echo = 0.0 if out.text in options else echo_overlap(out.text, question)
                 node.set_attribute("setpoint.echo_overlap", echo)
             decision = after_generation(
                 ctx,
@@ -312,6 +356,7 @@ def make_generate(res: Resources) -> Any:
                 bridge=bridge,
                 answered=bool(text),
                 no_answer=no_answer,
+                decomposed=next_question is not None,
             )
             update: dict[str, Any] = {
                 "signal_trace": out.trace,
@@ -323,7 +368,10 @@ def make_generate(res: Resources) -> Any:
                 update.update(partial_answer=out.text, query=f"{question} {out.text}".strip())
             elif decision.next_node == "retrieve" and passages:
                 # Second hop: the bridge query; the first hop's answer stays the fallback.
-                update.update(answer=text, query=bridge)
+                # After the first half of a nested question, the next read asks the rest;
+                # its answer (the bridge) answers a different question: no fallback then.
+                fallback = "" if next_question else text
+                update.update(answer=fallback, query=bridge, hop_question=next_question)
             elif decision.next_node == "retrieve":
                 # Echo: the question itself; the echo is what a failed search falls back to.
                 update.update(partial_answer=out.text, query=question)

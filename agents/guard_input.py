@@ -25,6 +25,7 @@ PER_QUESTION_RESET: dict[str, Any] = {
     "probe": {},
     "signal_trace": [],
     "partial_answer": None,
+    "hop_question": None,
     "query": "",
     "passages": [],
     "dropped_passages": [],

@@ -263,7 +263,13 @@ def make_retrieve(res: Resources) -> Any:
             if state.get("passages"):
                 # A later hop adds to what the first found: the reader reads both hops' best
                 # (top_k + 1 passages: the bridge passage and what it led to fit the prompt).
-                kept = merge_passages(state["passages"], kept, ctx.top_k + 1)
+                # After the first half of a nested question the next read asks about the
+                # bridge: its hop's passages lead.
+                earlier = list(state["passages"])
+                if state.get("hop_question"):
+                    kept = merge_passages(kept, earlier, ctx.top_k + 1)
+                else:
+                    kept = merge_passages(earlier, kept, ctx.top_k + 1)
             dropped = [*(state.get("dropped_passages") or []), *newly_dropped]
             guardrail_results(
                 node,

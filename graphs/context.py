@@ -126,6 +126,11 @@ class Context:
     #: already in the question restates it (``hops.echo_overlap``); it goes to retrieval
     #: while the budget lasts, else is given as ``unsure``. In (0, 1]; inf never checks.
     echo_overlap: float = 0.75
+    #: Nested questions ("Where was the director of film X born?", ``decompose.py``): the
+    #: probe sends them to retrieval (two facts the weights rarely hold: on the 2Wiki train
+    #: split closed-book F1 was 0.01 on them) unless both setpoints are inf, and the reader
+    #: reads them in two hops, the bridge first. False reads them whole, like any question.
+    nested_hops: bool = True
     #: Score reader answers with the probe stored next to the reader adapter (``probe.json``,
     #: ``setpoint calibrate --reader``; the shipped reader has one): P(wrong) from the
     #: reader's hidden states and signals and from how well the passages around the answer

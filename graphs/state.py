@@ -53,6 +53,8 @@ class SetpointState(InputState, OutputState, total=False):
         signal_trace: one record per generated token (entropy, EMA, margin, fired) across passes.
         partial_answer: what generation had produced when the thermostat fired.
         query: the retrieval query (question, plus the partial answer on mid-answer re-entry).
+        hop_question: what the next read asks, after the first half of a nested question
+            (``adapters.domain.decompose``); None: the question itself.
         passages: passages that reached the prompt, with id, title, text, source and score.
         dropped_passages: passages the injection check removed, with the reason.
         verdicts: every policy verdict, allowed or not.
@@ -63,6 +65,7 @@ class SetpointState(InputState, OutputState, total=False):
 
     next_node: Hop
     partial_answer: str | None
+    hop_question: str | None
     query: str
     passages: list[dict[str, Any]]
     verdicts: list[dict[str, Any]]

@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from setpoint.adapters.domain.choices import POLAR_OPENERS
 from setpoint.adapters.lora.qa_data import NO_ANSWER
 from setpoint.adapters.lora.record import BASE_MODEL_KEYS, training_record
 
@@ -23,32 +24,6 @@ __all__ = [
 #: ``Context.reader_adapter`` value meaning "the shipped reader when it fits the generator".
 AUTO = "auto"
 
-#: Words that open a yes/no question ("Are both rivers in the same country?").
-_POLAR_OPENERS = frozenset(
-    [
-        "is",
-        "are",
-        "was",
-        "were",
-        "am",
-        "do",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "can",
-        "could",
-        "will",
-        "would",
-        "shall",
-        "should",
-        "may",
-        "might",
-        "must",
-    ]
-)
-
 
 def unquoted_answers(question: str) -> tuple[str, ...]:
     """What grounded decoding lets the reader say besides quotes of its passages.
@@ -64,7 +39,7 @@ def unquoted_answers(question: str) -> tuple[str, ...]:
         ('unanswerable',)
     """
     words = question.strip().split(maxsplit=1)
-    if words and words[0].lower().strip("\"'(") in _POLAR_OPENERS:
+    if words and words[0].lower().strip("\"'(") in POLAR_OPENERS:
         return (NO_ANSWER, "yes", "no", "Yes", "No")
     return (NO_ANSWER,)
 

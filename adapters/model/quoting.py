@@ -104,21 +104,30 @@ class SpanConstraint:
 
     Call it like a logits processor: ``constraint(generated_ids, logits) -> masked logits``.
     It follows the decoded answer through the ids it is shown, so it needs no other state
-    from the decoding loop.
+    from the decoding loop. ``whole`` texts are allowed only entire, from their first
+    character to their last (the options of an alternative question, not pieces of them).
 
     Example:
         >>> constraint = SpanConstraint.for_generator(gen, passages)  # doctest: +SKIP
         >>> tokens = list(gen.stream(ids, logits_processor=constraint))  # doctest: +SKIP
     """
 
-    def __init__(self, texts: Sequence[str], table: TokenTable, stop_ids: Sequence[int]) -> None:
-        self.texts = [_normalise(t) for t in texts]
+    def __init__(
+        self,
+        texts: Sequence[str],
+        table: TokenTable,
+        stop_ids: Sequence[int],
+        whole: Sequence[str] = (),
+    ) -> None:
+        self.texts = [_normalise(t) for t in (*texts, *whole)]
         self.table = table
         self.stop_ids = sorted(set(stop_ids))
+        #: Indices of the texts that must be said entire.
+        self._whole = frozenset(range(len(texts), len(self.texts)))
         # A quote starts at a word: a non-space character after a non-alphanumeric one, or
         # the space before such a word (a leading-space token such as " Denver").
-        self._positions: set[tuple[int, int]] = set()
-        for i, text in enumerate(self.texts):
+        self._positions: set[tuple[int, int]] = {(i, 0) for i in self._whole}
+        for i, text in enumerate(self.texts[: len(texts)]):
             for j, ch in enumerate(text):
                 if not ch.isspace() and (j == 0 or not text[j - 1].isalnum()):
                     self._positions.add((i, j))
@@ -129,13 +138,21 @@ class SpanConstraint:
 
     @classmethod
     def for_generator(
-        cls, generator: Generator, passages: Sequence[Passage], extra: Sequence[str] = ()
+        cls,
+        generator: Generator,
+        passages: Sequence[Passage],
+        extra: Sequence[str] = (),
+        whole: Sequence[str] = (),
     ) -> SpanConstraint:
-        """Quotes of ``passages`` for ``generator``'s tokenizer; ``extra`` texts are allowed too."""
+        """Quotes of ``passages`` for ``generator``'s tokenizer; ``extra`` texts are allowed too.
+
+        ``whole`` texts are allowed as well, each only in full.
+        """
         return cls(
             [*(p.text for p in passages), *extra],
             TokenTable.of(generator.tokenizer),
             sorted(generator.stop_ids),
+            whole=whole,
         )
 
     @property
@@ -164,7 +181,8 @@ class SpanConstraint:
         by_text = self.table.by_text
         for i, j in self._positions:
             text = self.texts[i]
-            if self._answer.strip() and (j == len(text) or not text[j].isalnum()):
+            ends = j == len(text) if i in self._whole else j == len(text) or not text[j].isalnum()
+            if self._answer.strip() and ends:
                 can_stop = True
             # Every vocabulary entry that spells the next characters of the passage.
             for end in range(j + 1, min(len(text), j + self.table.longest) + 1):
@@ -291,11 +309,18 @@ def sample_answers(
     max_new_tokens: int = 24,
     temperature: float = 1.0,
     seed: int = 0,
+    extra: Sequence[str] = (),
+    whole: Sequence[str] = (),
 ) -> list[str]:
-    """``n`` answers sampled for ``prompt_ids`` in one batch; quotes of ``passages`` when grounded."""
+    """``n`` answers sampled for ``prompt_ids`` in one batch, constrained as the greedy one was.
+
+    When ``grounded``: quotes of ``passages`` and ``extra`` texts; with ``whole`` (the
+    options a question names), those only in full, and ``extra``, instead of quotes.
+    """
+    quoted = [] if whole else passages
     processors = (
-        [SpanConstraint.for_generator(generator, passages) for _ in range(n)]
-        if grounded and passages
+        [SpanConstraint.for_generator(generator, quoted, extra, whole) for _ in range(n)]
+        if grounded and (passages or whole)
         else []
     )
     drawn = generator.sample(

@@ -27,6 +27,7 @@ CONTEXT_FLAGS = (
     "max_retrievals",
     "reader_setpoint",
     "hop_setpoint",
+    "nested_hops",
     "top_k",
     "alpha",
     "max_new_tokens",

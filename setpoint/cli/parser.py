@@ -70,6 +70,14 @@ def _run_context_flags(p: argparse.ArgumentParser) -> None:
         help="reader uncertainty above which a read answer earns a second hop (default: the "
         "reader setpoint); -inf: always a second hop while the budget lasts",
     )
+    p.add_argument(
+        "--no-nested-hops",
+        dest="nested_hops",
+        action="store_const",
+        const=False,
+        help="read nested questions ('Where was the director of film X born?') whole, "
+        "instead of the bridge first and the rest on the second hop",
+    )
     p.add_argument("--top-k", type=int, help="passages per retrieval")
     p.add_argument("--alpha", type=float, help="hybrid weight: 0 = BM25 only, 1 = vector only")
     p.add_argument("--max-new-tokens", type=int, help="answer length cap")

@@ -299,6 +299,33 @@ def generation(**kw: Any) -> Decision[Any]:
                 "entropy EMA stayed under setpoint 1.6 (mean 0.50 over 4 tokens)",
             ),
         ),
+        # the first half of a nested question read surely: the second half still hops ...
+        (
+            {
+                "read_passages": True,
+                "reader_uncertainty": 0.1,
+                "decomposed": True,
+                "retrievals_used": 1,
+                "bridge": "Where was Pál Gábor born?",
+            },
+            (
+                "retrieve",
+                "retrieve",
+                "second hop: nested question; query 'Where was Pál Gábor born?'",
+            ),
+        ),
+        # ... but not past the budget: the reader's uncertainty decides as for any read
+        (
+            {
+                "read_passages": True,
+                "reader_uncertainty": 0.1,
+                "decomposed": True,
+                "ctx": Context(max_retrievals=1),
+                "retrievals_used": 1,
+                "bridge": "Where was Pál Gábor born?",
+            },
+            ("check_output", "retrieve", None),
+        ),
         # at the reader setpoint: not above
         (
             {"read_passages": True, "reader_uncertainty": 0.5, "ctx": Context(reader_setpoint=0.5)},
@@ -337,6 +364,12 @@ def test_after_generation_status(kw: dict[str, Any], status: str | None) -> None
         ),
         ("denver broncos", "who won super bowl 50 ?", 0.0),  # short: never an echo
         ("the denver broncos beat carolina", "who won super bowl 50 ?", 0.0),
+        # a sentence that restates the question around its answer is an answer
+        (
+            "The commissioner of the NFL in 2012 was Roger Goodell",
+            "Who was the commissioner of the NFL in 2012?",
+            0.6,
+        ),
     ],
 )
 def test_echo_overlap_table(answer: str, question: str, echo: float) -> None:
@@ -481,3 +514,13 @@ def test_edges_read_the_stored_decision_and_refuse_a_foreign_one() -> None:
         edge_after_probe({"next_node": "finalize"})
     with pytest.raises(SetpointError, match="check_output"):
         edge_after_check({})
+
+
+def test_a_question_of_two_facts_is_retrieved_for_unless_closed_book_is_asked() -> None:
+    why = "nested question: first 'Who is the director of film Ivanhoe?'"
+    sure = after_probe(0.1, Context(), multi_fact=why)
+    assert (sure.route, sure.reason) == ("retrieve", why)
+    assert after_probe(0.1, Context()).route == "answer"
+    closed_book = Context(probe_setpoint=math.inf, setpoint=math.inf)
+    assert after_probe(0.1, closed_book, multi_fact=why).route == "answer"
+    assert after_probe(0.1, Context(max_retrievals=0), multi_fact=why).route == "answer"

@@ -326,3 +326,35 @@ def test_a_reader_without_adapter_is_told_the_answer_format(
     run(res, "who won the super bowl ?", setpoint=math.inf)
     closed = chat_messages()
     assert closed and all(BASE_READER_SYSTEM_PROMPT not in m for m in closed)
+
+
+def test_a_nested_question_reads_its_bridge_then_asks_about_it(
+    resources: Resources, spans: InMemorySpanExporter
+) -> None:
+    """First read: "Who is the director of film Super Bowl?"; its answer (a quote) goes into
+    the second hop's query and question; the budget of two stops there."""
+    from setpoint.adapters.domain.decompose import decompose
+
+    question = "where was the director of film Super Bowl born ?"
+    plan = decompose(question)
+    assert plan is not None and plan.template == "where was {} born ?"
+    out = run(resources, question, probe_setpoint=0.0, setpoint=math.inf, top_k=1)
+    queries = [c["args"]["query"] for m in out["messages"] for c in getattr(m, "tool_calls", [])]
+    assert queries[0] == question and len(queries) == out["retrieval_calls"] == 2
+    bridge = queries[1].removeprefix("where was ").removesuffix(" born ?")
+    assert bridge.strip() and queries[1] == plan.then(bridge)
+    assert any(bridge.strip() in p["text"] for p in resources.store().passages)  # a quote
+    reads = [s for s in spans.get_finished_spans() if "setpoint.decomposed" in s.attributes]
+    assert [s.attributes["setpoint.decomposed"] for s in reads] == [True, False]
+
+
+def test_an_alternative_question_is_answered_by_one_of_its_options(resources: Resources) -> None:
+    question = "which city is older , paris or denver ?"
+    closed = run(resources, question, setpoint=math.inf)
+    assert closed["route"] == "answer" and closed["answer"] in ("paris", "denver")
+    read = run(resources, question, probe_setpoint=0.0, setpoint=math.inf, max_retrievals=1)
+    assert read["route"] == "retrieve" and read["answer"] in ("paris", "denver")
+    # at default settings a comparison is retrieved for first: facts on both things
+    default = run(resources, question, max_retrievals=1)
+    assert default["route"] == "retrieve" and default["retrieval_calls"] == 1
+    assert default["reason"] == "comparison of 'paris' and 'denver': facts on both"

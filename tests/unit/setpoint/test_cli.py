@@ -241,3 +241,13 @@ def test_an_unsure_result_without_text_says_the_passages_do_not_answer(
     text = capsys.readouterr().out
     assert "A: (not sure: the passages found do not answer this)" in text
     assert "best guess" not in text
+
+
+def test_no_nested_hops_flag_turns_the_split_off_and_its_absence_leaves_the_default() -> None:
+    from setpoint.cli.options import context_overrides
+
+    off = build_parser().parse_args(
+        ["ask", "Where was the director of film X born?", "--no-nested-hops"]
+    )
+    assert context_overrides(off) == {"nested_hops": False}
+    assert "nested_hops" not in context_overrides(build_parser().parse_args(["ask", "q?"]))

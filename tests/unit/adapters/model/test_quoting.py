@@ -161,6 +161,18 @@ def test_grounded_samples_are_quotes_and_disagreement_reads_them(
     assert plain.samples == [] and plain.disagreement is None
 
 
+def test_samples_of_a_question_that_names_its_options_are_those_options(
+    tiny_generator: Generator,
+) -> None:
+    from setpoint.adapters.model.quoting import sample_answers
+
+    prompt = tiny_generator.prompt_ids("which city is older , paris or denver ?", PASSAGES)
+    drawn = sample_answers(
+        tiny_generator, prompt, PASSAGES, 6, grounded=True, seed=2, whole=["paris", "denver"]
+    )
+    assert len(drawn) == 6 and set(drawn) <= {"paris", "denver"}
+
+
 def test_disagreement_and_its_surprisal_tie_break() -> None:
     same = ReaderAnswer(text="Denver Broncos", samples=["Denver Broncos", "denver broncos"])
     half = ReaderAnswer(text="Denver Broncos", samples=["Denver Broncos", "Carolina Panthers"])
@@ -203,3 +215,25 @@ def test_yes_and_no_may_answer_beside_the_quotes() -> None:
         assert stops[0] in with_words.allowed([vocab[word]])  # the answer may end there
         which = [*(p.text for p in PASSAGES), *unquoted_answers("Which team won the game ?")]
         assert vocab[word] not in SpanConstraint(which, table, stops).allowed([])
+
+
+def test_whole_texts_are_said_entire_or_not_at_all() -> None:
+    """An alternative question's options: no piece of one, no stop half-way, nothing else."""
+    from tests.unit.conftest import make_tokenizer
+
+    # The word-level vocabulary spells no space: " broncos" joins the words as BPE does.
+    tokenizer = make_tokenizer(extra_words=[" broncos"])
+    vocab = tokenizer.get_vocab()
+    table, stops = TokenTable.of(tokenizer), [vocab["<|im_end|>"]]
+    constraint = SpanConstraint([], table, stops, whole=["denver broncos", "paris france"])
+    first = set(constraint.allowed([]))
+    assert {vocab["denver"], vocab["paris"]} <= first
+    assert vocab["broncos"] not in first and stops[0] not in first  # no piece, no empty answer
+    half = SpanConstraint([], table, stops, whole=["denver broncos", "paris france"])
+    assert stops[0] not in half.allowed([vocab["denver"]])  # "denver" alone is no option
+    assert half.allowed([vocab["denver"]]) == [vocab[" broncos"]]
+    done = SpanConstraint([], table, stops, whole=["denver broncos", "paris france"])
+    assert done.allowed([vocab["denver"], vocab[" broncos"]]) == stops
+    # quotes of passages beside them still start anywhere a word does
+    mixed = SpanConstraint([PASSAGES[0].text], table, stops, whole=["paris france"])
+    assert vocab["broncos"] in mixed.allowed([])
