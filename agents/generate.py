@@ -27,8 +27,11 @@ from setpoint.agents.thermostat import Thermostat
 from setpoint.tracing import ATTR, node_span, set_attributes
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from setpoint.adapters.domain.reader_probe import ReaderProbe
     from setpoint.adapters.model.generator import GeneratedToken, Generator, Passage
+    from setpoint.adapters.model.quoting import SpanConstraint
     from setpoint.graphs.context import Context
 
 __all__ = ["make_generate"]
@@ -63,44 +66,48 @@ class _Pass:
 
 
 def _choose_adapter(
-    res: Resources,
+    res: Resources, ctx: Context, state: dict[str, Any], passages: list[Passage]
+) -> str | None:
+    """The pass's LoRA adapter, switched to.
+
+    The retrieve route reads with the reader adapter; the answer route keeps the knowledge
+    adapter (with a registry, the one the probe picked). PEFT switches them on the one
+    loaded base model.
+    """
+    if passages:
+        from setpoint.adapters.lora.reader import resolve_reader
+
+        return select_adapter(res, resolve_reader(res.generator().model.config, ctx.reader_adapter))
+    registry = ctx.adapter is None and bool(ctx.adapters or res.settings.adapters)
+    return select_adapter(res, state.get("adapter") if registry else ctx.adapter)
+
+
+def _constraint(
+    generator: Generator,
     ctx: Context,
-    state: dict[str, Any],
+    question: str,
     passages: list[Passage],
     options: tuple[str, ...],
-) -> tuple[str | None, Any]:
-    """The pass's LoRA adapter (switched to) and its decoding constraint (None: free decoding).
+) -> Callable[[], SpanConstraint] | None:
+    """What a pass may say, as a maker of fresh constraints (one per decoding); None: free.
 
-    ``options``: the answers a question names (``choices.closed_answers``: an alternative's
-    two options, or yes and no); with grounded decoding on, either pass may say only one
-    of them, entire (the reader may also say NO_ANSWER).
+    With grounded decoding: a question that names its answers (``options``,
+    ``choices.closed_answers``) gets one of them, entire, on either route; the reader may
+    otherwise quote its passages. The reader may also say NO_ANSWER (what it learned for
+    passages that do not answer the question; mapped to "unsure", never cited), and yes or
+    no to a yes/no question with an "or" in it (``reader.unquoted_answers``). The greedy
+    pass and the reader's samples are held to the same maker.
     """
-    generator = res.generator()
+    from setpoint.adapters.lora.reader import NO_ANSWER, unquoted_answers
     from setpoint.adapters.model.quoting import SpanConstraint
 
-    if passages:
-        from setpoint.adapters.lora.reader import NO_ANSWER, resolve_reader, unquoted_answers
-
-        # The retrieve route reads with the reader adapter; the answer route keeps the
-        # knowledge adapter. PEFT switches them on the one loaded base model.
-        adapter = select_adapter(res, resolve_reader(generator.model.config, ctx.reader_adapter))
-        # Besides quotes, the reader may say NO_ANSWER (what it learned for passages that
-        # do not answer the question; mapped to "unsure" below, never cited), and yes or no
-        # to a yes/no question. An alternative question is answered by one of its options.
-        if not ctx.grounded:
-            return adapter, None
-        if options:
-            return adapter, SpanConstraint.for_generator(
-                generator, [], extra=(NO_ANSWER,), whole=options
-            )
-        extra = unquoted_answers(str(state["question"]))
-        return adapter, SpanConstraint.for_generator(generator, passages, extra=extra)
-    # With a registry, the probe picked this question's knowledge adapter.
-    registry = ctx.adapter is None and bool(ctx.adapters or res.settings.adapters)
-    adapter = select_adapter(res, state.get("adapter") if registry else ctx.adapter)
-    if options and ctx.grounded:
-        return adapter, SpanConstraint.for_generator(generator, [], whole=options)
-    return adapter, None
+    if not ctx.grounded or not (passages or options):
+        return None
+    if options:
+        said: tuple[str, ...] = (NO_ANSWER,) if passages else ()
+        return lambda: SpanConstraint.for_generator(generator, [], extra=said, whole=options)
+    extra = unquoted_answers(question)
+    return lambda: SpanConstraint.for_generator(generator, passages, extra=extra)
 
 
 def _decode(
@@ -172,6 +179,7 @@ def _reader_uncertainty(
     passages: list[Passage],
     out: _Pass,
     probe: ReaderProbe | None,
+    constrain: Callable[[], SpanConstraint] | None,
 ) -> tuple[float, dict[str, Any]]:
     """The reader answer's uncertainty (probe, sampled disagreement or surprisal) and its span attributes."""
     from setpoint.adapters.model.quoting import (
@@ -187,19 +195,12 @@ def _reader_uncertainty(
         uncertainty = probe.score(out.tokens, question=question, passages=passages, answer=text)
         signal = "probe"
     elif ctx.reader_samples > 0:
-        from setpoint.adapters.lora.reader import NO_ANSWER, unquoted_answers
-
-        # The samples are held to what the greedy answer was held to (_choose_adapter).
-        options = closed_answers(question)
         drawn = sample_answers(
             generator,
             prompt,
-            passages,
             ctx.reader_samples,
-            grounded=ctx.grounded,
+            constraint=constrain,
             max_new_tokens=ctx.max_new_tokens,
-            extra=(NO_ANSWER,) if options else unquoted_answers(question),
-            whole=options,
         )
         disagreement = answer_disagreement(text, drawn)
         uncertainty = sampled_uncertainty(disagreement, reader_uncertainty(out.tokens))
@@ -263,7 +264,9 @@ def make_generate(res: Resources) -> Any:
             asked = (
                 (plan.first if split and plan else None) or state.get("hop_question") or question
             )
-            adapter, constraint = _choose_adapter(res, ctx, state, passages, options)
+            adapter = _choose_adapter(res, ctx, state, passages)
+            constrain = _constraint(generator, ctx, str(question), passages, options)
+            constraint = constrain() if constrain is not None else None
             # Passages read without a reader adapter get the answer format spelled out.
             tuned = adapter is not None or not passages
             prompt = generator.prompt_ids(asked, passages, tuned_reader=tuned)
@@ -321,7 +324,7 @@ def make_generate(res: Resources) -> Any:
             text = "" if no_answer else out.text
             if passages and out.fired_at is None:
                 uncertainty, reader_attrs = _reader_uncertainty(
-                    res, ctx, generator, prompt, asked, passages, out, probe
+                    res, ctx, generator, prompt, asked, passages, out, probe, constrain
                 )
                 signal = str(reader_attrs["setpoint.reader_signal"])
                 if split and plan and text:

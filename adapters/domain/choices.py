@@ -24,6 +24,7 @@ __all__ = [
     "YES_NO",
     "answer_options",
     "closed_answers",
+    "is_polar",
     "name_length",
 ]
 
@@ -236,8 +237,17 @@ def closed_answers(question: str) -> tuple[str, ...]:
     options = answer_options(question)
     if options:
         return options
-    words = question.split()
-    opener = words[0].lower().strip("\"'(") if words else ""
-    if opener in POLAR_OPENERS and not re.search(r"\bor\b", question, re.IGNORECASE):
+    if is_polar(question) and not re.search(r"\bor\b", question, re.IGNORECASE):
         return YES_NO
     return ()
+
+
+def is_polar(question: str) -> bool:
+    """Whether the question opens with an auxiliary verb, as a yes/no question does.
+
+    Example:
+        >>> is_polar("Are both rivers in the same country?"), is_polar("Which river is longer?")
+        (True, False)
+    """
+    words = question.split(maxsplit=1)
+    return bool(words) and words[0].lower().strip("\"'(") in POLAR_OPENERS

@@ -6,7 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from setpoint.adapters.domain.choices import POLAR_OPENERS
+from setpoint.adapters.domain.choices import YES_NO, is_polar
 from setpoint.adapters.lora.qa_data import NO_ANSWER
 from setpoint.adapters.lora.record import BASE_MODEL_KEYS, training_record
 
@@ -38,10 +38,7 @@ def unquoted_answers(question: str) -> tuple[str, ...]:
         >>> unquoted_answers("Which NFL team won Super Bowl 50?")
         ('unanswerable',)
     """
-    words = question.strip().split(maxsplit=1)
-    if words and words[0].lower().strip("\"'(") in POLAR_OPENERS:
-        return (NO_ANSWER, "yes", "no", "Yes", "No")
-    return (NO_ANSWER,)
+    return (NO_ANSWER, *YES_NO) if is_polar(question) else (NO_ANSWER,)
 
 
 def shipped_reader_dir() -> Path:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -279,9 +279,10 @@ def answer_question(
         sample_answers(
             generator,
             prompt,
-            passages,
             samples,
-            grounded=grounded,
+            constraint=(lambda: SpanConstraint.for_generator(generator, passages))
+            if grounded and passages
+            else None,
             max_new_tokens=max_new_tokens,
             temperature=sample_temperature,
             seed=seed,
@@ -302,27 +303,19 @@ def answer_question(
 def sample_answers(
     generator: Generator,
     prompt_ids: Sequence[int],
-    passages: Sequence[Passage],
     n: int,
     *,
-    grounded: bool,
+    constraint: Callable[[], SpanConstraint] | None = None,
     max_new_tokens: int = 24,
     temperature: float = 1.0,
     seed: int = 0,
-    extra: Sequence[str] = (),
-    whole: Sequence[str] = (),
 ) -> list[str]:
-    """``n`` answers sampled for ``prompt_ids`` in one batch, constrained as the greedy one was.
+    """``n`` answers sampled for ``prompt_ids`` in one batch.
 
-    When ``grounded``: quotes of ``passages`` and ``extra`` texts; with ``whole`` (the
-    options a question names), those only in full, and ``extra``, instead of quotes.
+    ``constraint`` makes a fresh constraint per sample (each follows its own answer): pass
+    the one the greedy answer was decoded under, so the samples may say what it could.
     """
-    quoted = [] if whole else passages
-    processors = (
-        [SpanConstraint.for_generator(generator, quoted, extra, whole) for _ in range(n)]
-        if grounded and (passages or whole)
-        else []
-    )
+    processors = [constraint() for _ in range(n)] if constraint is not None else []
     drawn = generator.sample(
         prompt_ids,
         n,

@@ -167,8 +167,13 @@ def test_samples_of_a_question_that_names_its_options_are_those_options(
     from setpoint.adapters.model.quoting import sample_answers
 
     prompt = tiny_generator.prompt_ids("which city is older , paris or denver ?", PASSAGES)
+    table, stops = TokenTable.of(tiny_generator.tokenizer), sorted(tiny_generator.stop_ids)
     drawn = sample_answers(
-        tiny_generator, prompt, PASSAGES, 6, grounded=True, seed=2, whole=["paris", "denver"]
+        tiny_generator,
+        prompt,
+        6,
+        constraint=lambda: SpanConstraint([], table, stops, whole=["paris", "denver"]),
+        seed=2,
     )
     assert len(drawn) == 6 and set(drawn) <= {"paris", "denver"}
 
