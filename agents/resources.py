@@ -207,6 +207,18 @@ class Resources:
                 self._reader_probes[directory] = load_reader_probe(directory)
             return self._reader_probes[directory]
 
+    def set_reader_probe(self, directory: str, probe: ReaderProbe | None) -> None:
+        """Score the reader adapter loaded from ``directory`` with ``probe`` from now on.
+
+        None forgets the override: the next read loads the adapter's own ``probe.json``.
+        ``setpoint calibrate --reader --data`` records features this way.
+        """
+        with self._lock:
+            if probe is None:
+                self._reader_probes.pop(directory, None)
+            else:
+                self._reader_probes[directory] = probe
+
     def policy(self, path: str | None = None) -> Policy:
         from setpoint.tools.policy import load_policy
 

@@ -6,6 +6,8 @@ questions, ``2wikimultihopqa`` and ``musique`` dev, ``nq_open``) is ingested who
 so retrieval faces every passage of the set as distractors. Ingest is idempotent: a rerun
 finds the passages unchanged and writes nothing. The ``_train`` folders are never read here.
 
+SQuAD and SQuAD v2 are scored on the shipped reader's evaluation titles only (its
+``split.json``): the reader adapter and its probe learned from the other titles' questions.
 ``--limit`` questions per set are drawn with a seeded RNG; each goes through ``Setpoint.ask``
 three ways, interleaved so that machine load hits all alike:
 
@@ -17,10 +19,11 @@ Questions are only scored: nothing here learns from them. Reported per set and s
 (95 % bootstrap interval), EM, abstention (status other than ``answered``), retrieval calls
 per question, median and p90 seconds per question, the accuracy-coverage curve (accuracy =
 F1 >= 0.5 among answered questions, least uncertain first) and the recall of the gold /
-supporting passages among those retrieved (any / all). An abstention scores 0 on an
+supporting passages among those retrieved (any / all), how often an answer was given as
+"not sure" (status ``unsure``) and the accuracy of the sure and the unsure ones. An abstention scores 0 on an
 answerable question (``AskResult`` carries no best guess for it) and 1 on a SQuAD v2
 unanswerable one (the official rule: no answer is the right answer); SQuAD v2 also reports
-how often each half was abstained on.
+how often each half got "not sure" or an abstention (issue 19's measure).
 
 Run: ``.venv/bin/python benchmarks/generalization.py --limit 100`` (``--help``). Prints
 Markdown tables, writes ``benchmarks/results/generalization.json`` (aggregates and sampled
@@ -61,6 +64,8 @@ SETS = {
     "musique": "GenMusique",
     "nq_open": "GenNqOpen",
 }
+#: Sets of SQuAD's dev articles: scored on the reader's evaluation titles only.
+SQUAD_SETS = ("squad", "squad_v2")
 #: Training splits, for ``--develop`` only: choosing a method on them, never a reported number.
 TRAIN_SETS = {
     "2wikimultihopqa_train": "Gen2wikimultihopqaTrain",
@@ -73,18 +78,33 @@ WARM_UP = "What is the capital of France?"
 
 
 # ------------------------------------------------------------------ data
-def read_questions(name: str, data: Path = DATA, *, develop: bool = False) -> list[dict[str, Any]]:
-    """A dev/evaluation set's questions (a ``_train`` split only with ``develop``)."""
+def read_questions(
+    name: str, data: Path = DATA, *, develop: bool = False, all_titles: bool = False
+) -> list[dict[str, Any]]:
+    """A dev/evaluation set's scored questions (a ``_train`` split only with ``develop``).
+
+    ``all_titles`` keeps SQuAD's training titles too, for a dev part chosen among them.
+    """
     if name.endswith("_train") and not develop:
         raise SystemExit(f"{name} is a training split; it is never reported")
-    from setpoint.adapters.lora.qa_data import SQUAD_V2_TRAIN_TITLES
-
     path = data / name / "questions.jsonl"
     with path.open(encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
-    # The reader learned the unanswerable questions of these set-aside titles: never scored.
-    spent = set(SQUAD_V2_TRAIN_TITLES) if name == "squad_v2" else set()
-    return [q for q in rows if str(q.get("passage_id", "")).rsplit("-", 1)[0] not in spent]
+    if name not in SQUAD_SETS or all_titles:
+        return rows
+    # The reader adapter and its probe learned from the training titles of its SQuAD split
+    # (and SQuAD v2 shares SQuAD's dev articles): only its evaluation titles are scored.
+    scored = set(reader_split().eval)
+    return [q for q in rows if str(q.get("passage_id", "")).rsplit("-", 1)[0] in scored]
+
+
+def reader_split() -> Any:
+    """The shipped reader adapter's SQuAD title split (``TitleSplit``)."""
+    from setpoint.adapters.lora.qa_data import TitleSplit
+    from setpoint.adapters.lora.reader import shipped_reader_dir
+    from setpoint.adapters.lora.record import SPLIT_FILE
+
+    return TitleSplit.load(shipped_reader_dir() / SPLIT_FILE)
 
 
 def sample_questions(
@@ -129,6 +149,14 @@ def context_key(ctx: Any) -> str:
     """A short hash of a run context: cached records of another context are not reused."""
     text = json.dumps(asdict(ctx), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def probe_key() -> str:
+    """``:<hash>`` of the shipped reader probe (empty without one): its scores make "unsure"."""
+    from setpoint.adapters.lora.reader import shipped_reader_dir
+
+    path = shipped_reader_dir() / "probe.json"
+    return f":{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}" if path.is_file() else ""
 
 
 def span_facts(spans: Sequence[Any]) -> dict[str, Any]:
@@ -248,7 +276,8 @@ def run_set(
             if settings.model_dir is None and settings.model == DEFAULT_MODEL
             else (f"{settings.model_dir or settings.model}:")
         )
-        keys = {s: model + context_key(ctxs[s]) for s in strategies}
+        # Nor are the answers scored by another reader probe.
+        keys = {s: model + context_key(ctxs[s]) + probe_key() for s in strategies}
         # Untimed and unscored: loads the models and adapters the first timed question would.
         sp.ask(WARM_UP, context=ctxs["always"])
         started = time.perf_counter()

@@ -95,6 +95,10 @@ def support_recall(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _not_sure(row: dict[str, Any]) -> float:
+    return float(bool(row.get("unsure")) or not row["answered"])
+
+
 def summarize(rows: Sequence[dict[str, Any]], seed: int) -> dict[str, Any]:
     """The aggregates of one set and strategy."""
     f1 = [r["f1"] for r in rows]
@@ -106,6 +110,13 @@ def summarize(rows: Sequence[dict[str, Any]], seed: int) -> dict[str, Any]:
         "em": _mean([r["em"] for r in rows]),
         "abstention": _mean([float(not r["answered"]) for r in rows]),
         "f1_answered": _mean([r["f1"] for r in rows if r["answered"]]),
+        # "Not sure": given as a best guess with status unsure; its accuracy, and that of
+        # the answers given as sure (what a chat app states without a caveat).
+        "unsure": _mean([float(bool(r.get("unsure"))) for r in rows]),
+        "accuracy_sure": _mean(
+            [float(r["f1"] >= CORRECT_F1) for r in rows if r["answered"] and not r.get("unsure")]
+        ),
+        "accuracy_unsure": _mean([float(r["f1"] >= CORRECT_F1) for r in rows if r.get("unsure")]),
         "retrieval_rate": _mean([float(r["retrieval_calls"] > 0) for r in rows]),
         "retrieval_calls_per_question": _mean([float(r["retrieval_calls"]) for r in rows]),
         "seconds_median": statistics.median(seconds) if seconds else math.nan,
@@ -127,6 +138,9 @@ def summarize(rows: Sequence[dict[str, Any]], seed: int) -> dict[str, Any]:
             "n_answerable": len(answerable),
             "abstained_unanswerable": _mean([float(not r["answered"]) for r in impossible]),
             "abstained_answerable": _mean([float(not r["answered"]) for r in answerable]),
+            # The issue's measure: "not sure" (status unsure) or no answer at all.
+            "not_sure_unanswerable": _mean([_not_sure(r) for r in impossible]),
+            "not_sure_answerable": _mean([_not_sure(r) for r in answerable]),
             "f1_answerable": _mean([r["f1"] for r in answerable]),
         }
     return out
@@ -145,16 +159,18 @@ def _at(cov: dict[str, Any], coverage: float) -> str:
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     """The tables of BENCHMARKS.md: quality, cost, accuracy-coverage, passages, SQuAD v2."""
     lines = [
-        "| set | strategy | n | F1 [95 % CI] | EM | abstained | retrieved | calls/q | "
-        "s/q median | s/q p90 |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| set | strategy | n | F1 [95 % CI] | EM | abstained | unsure | acc sure / unsure "
+        "| retrieved | calls/q | s/q median | s/q p90 |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     each = [(n, s, r) for n, per in results.items() for s, r in per.items()]
     for name, strategy, r in each:
         low, high = r["f1_ci95"]
         lines.append(
             f"| {name} | {strategy} | {r['n']} | {_fmt(r['f1'])} [{_fmt(low, 2)}, {_fmt(high, 2)}] "
-            f"| {_fmt(r['em'])} | {_fmt(r['abstention'], 2)} | {_fmt(r['retrieval_rate'], 2)} "
+            f"| {_fmt(r['em'])} | {_fmt(r['abstention'], 2)} | {_fmt(r.get('unsure', math.nan), 2)} "
+            f"| {_fmt(r.get('accuracy_sure', math.nan), 2)} / "
+            f"{_fmt(r.get('accuracy_unsure', math.nan), 2)} | {_fmt(r['retrieval_rate'], 2)} "
             f"| {_fmt(r['retrieval_calls_per_question'], 2)} | {_fmt(r['seconds_median'], 1)} "
             f"| {_fmt(r['seconds_p90'], 1)} |"
         )
@@ -175,14 +191,15 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     if v2:
         lines += [
             "",
-            "| set | strategy | unanswerable abstained (n) | answerable abstained (n) | "
-            "F1 answerable |",
-            "|---|---|---:|---:|---:|",
+            "| set | strategy | unanswerable not sure or abstained (n) | answerable not sure "
+            "or abstained (n) | of which abstained: unanswerable / answerable | F1 answerable |",
+            "|---|---|---:|---:|---:|---:|",
         ]
         for name, strategy, u in v2:
             lines.append(
-                f"| {name} | {strategy} | {_fmt(u['abstained_unanswerable'], 2)} "
-                f"({u['n_unanswerable']}) | {_fmt(u['abstained_answerable'], 2)} "
-                f"({u['n_answerable']}) | {_fmt(u['f1_answerable'])} |"
+                f"| {name} | {strategy} | {_fmt(u.get('not_sure_unanswerable', math.nan), 2)} "
+                f"({u['n_unanswerable']}) | {_fmt(u.get('not_sure_answerable', math.nan), 2)} "
+                f"({u['n_answerable']}) | {_fmt(u['abstained_unanswerable'], 2)} / "
+                f"{_fmt(u['abstained_answerable'], 2)} | {_fmt(u['f1_answerable'])} |"
             )
     return "\n".join(lines)

@@ -1,9 +1,9 @@
 """The default reader setpoint: chosen on a named dev part of SQuAD v2, reported on the rest.
 
 SQuAD v2 (``../shared/data/squad_v2``) has answerable and unanswerable questions. The dev
-part is the questions of ``DEV_TITLES`` (the reader probe's own validation titles, so no
-title is spent that the probe had not already been checked on); every other title is the
-report part. Each question is asked through ``Setpoint.ask`` with retrieval first
+part is the questions of ``DEV_TITLES`` (training titles of the reader's SQuAD split; its
+probe learned from none of their questions); the report part is the questions that
+``generalization.py`` scores (the reader's evaluation titles). Each question is asked through ``Setpoint.ask`` with retrieval first
 (probe setpoint -inf), one retrieval and no reader setpoint, and the reader probe's
 P(wrong) is read from the reader span (``setpoint.reader_uncertainty``).
 
@@ -21,6 +21,7 @@ part; small on a shared 2-core machine). Per-question records go to
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -99,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from setpoint import Setpoint, Settings
+    from setpoint.adapters.lora.reader import shipped_reader_dir
 
     base = Settings.from_env()
     records = Records(base.cache_dir / "bench-reader-setpoint" / "records.jsonl", fresh=False)
@@ -107,11 +109,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         weaviate_url=None,
         weaviate_data_override=base.cache_dir / "bench-generalization-weaviate",
     )
-    dev_all, rest_all = split(read_questions("squad_v2"))
+    dev_all, _ = split(read_questions("squad_v2", all_titles=True))
+    # Reported on the questions the generalisation benchmark scores (the reader's evaluation titles).
+    rest_all = read_questions("squad_v2")
     parts = {
         "dev": _halves(dev_all, args.per_half, f"{args.seed}:dev"),
         "report": _halves(rest_all, args.per_half, f"{args.seed}:report"),
     }
+    # Records of another probe are not reused.
+    probe = hashlib.sha256((shipped_reader_dir() / "probe.json").read_bytes()).hexdigest()[:12]
     provider, exporter = span_recorder()
     rows: dict[str, list[dict[str, Any]]] = {p: [] for p in parts}
     started = time.perf_counter()
@@ -122,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         for part, questions in parts.items():
             for i, q in enumerate(questions, 1):
-                key = ("squad_v2", "dev-retrieve", str(q["id"]), "reader-setpoint")
+                key = ("squad_v2", "dev-retrieve", str(q["id"]), f"reader-setpoint:{probe}")
                 row = records.get(key)
                 if row is None:
-                    row = {"set": "squad_v2", "context": "reader-setpoint"}
+                    row = {"set": "squad_v2", "context": key[3]}
                     row.update(ask_one(sp, exporter, q, "dev-retrieve", ctx))
                     records.add(row)
                 rows[part].append(row)

@@ -266,11 +266,14 @@ class ReaderProbe:
         """
         if not tokens:
             return 1.0
-        return self.linear.score(
-            feature_vector(
-                tokens, self.features, question=question, passages=passages, answer=answer
-            )
+        x = feature_vector(
+            tokens, self.features, question=question, passages=passages, answer=answer
         )
+        return self.score_features(x)
+
+    def score_features(self, x: list[float]) -> float:
+        """P(wrong) of one ``feature_vector`` (``score`` without the decoding)."""
+        return self.linear.score(x)
 
     def save(self, path: Path) -> Path:
         return write_json(
@@ -466,6 +469,7 @@ def fit_reader_probe(
         else None
     )
     ordered = sorted(scores)
+    contexts = sorted({str(r["context"]) for r in val})
     record = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "answers": len(rows),
@@ -473,10 +477,10 @@ def fit_reader_probe(
         "validation_titles": sorted(held_out),
         "validation_answers": len(val),
         "validation_auroc_wrong": {
-            ctx or "all": auroc_where(ctx, scores) for ctx in (None, "gold", "top3")
+            ctx or "all": auroc_where(ctx, scores) for ctx in (None, *contexts)
         },
         "validation_surprisal_auroc_wrong": (
-            {ctx or "all": auroc_where(ctx, surprisal) for ctx in (None, "gold", "top3")}
+            {ctx or "all": auroc_where(ctx, surprisal) for ctx in (None, *contexts)}
             if surprisal is not None
             else None
         ),

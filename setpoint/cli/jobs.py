@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from setpoint.cli.options import settings_from, squad_dir
+
+if TYPE_CHECKING:
+    from setpoint.settings import Settings
 
 __all__ = ["run_calibrate", "run_distill", "run_eval", "run_tune"]
 
@@ -16,6 +20,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     """Train the hidden-state probe and pick setpoints (or, with ``--reader``, the reader's probe)."""
     if args.reader:
         return _calibrate_reader(args)
+    if args.data or args.rows or args.save_rows:
+        from setpoint.errors import ConfigError
+
+        raise ConfigError("--data, --rows and --save-rows fit the reader probe: add --reader")
     from setpoint.api import Setpoint
     from setpoint.jobs.calibration import calibrate
     from setpoint.jobs.eval_questions import build_stream, load_squad, split_titles
@@ -46,6 +54,30 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_reader_in_product(
+    args: argparse.Namespace, settings: Settings, directory: Path
+) -> int:
+    """``setpoint calibrate --reader --data DIR``: the probe fitted on the product's own answers."""
+    from setpoint.adapters.domain.reader_probe import PROBE_FILE
+    from setpoint.api import Setpoint
+    from setpoint.jobs.reader_calibration import calibrate_reader
+
+    with Setpoint(settings) as sp:
+        probe = calibrate_reader(
+            sp,
+            [Path(d).expanduser() for d in args.data or ()],
+            rows_files=[Path(f).expanduser() for f in args.rows or ()],
+            limit=args.limit or None,
+            seed=args.seed,
+            save_to=Path(args.save_rows).expanduser() if args.save_rows else None,
+            reader=str(directory),
+        )
+    path = probe.save((Path(args.out) if args.out else directory) / PROBE_FILE)
+    print(json.dumps({"setpoints": probe.setpoints, **probe.record}, indent=2))
+    print(f"reader probe written to {path}; reads with this adapter use it for selective answering")
+    return 0
+
+
 def _calibrate_reader(args: argparse.Namespace) -> int:
     """``setpoint calibrate --reader``: train the reader adapter's uncertainty probe (no Weaviate needed)."""
     from setpoint.adapters.domain.reader_probe import (
@@ -63,6 +95,8 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     directory = shipped_reader_dir() if args.reader == "auto" else Path(args.reader).expanduser()
+    if args.data or args.rows:
+        return _calibrate_reader_in_product(args, settings, directory)
     if not (directory / SPLIT_FILE).is_file():
         raise ConfigError(
             f"{directory} has no {SPLIT_FILE}: the probe needs the adapter's title split "

@@ -403,6 +403,25 @@ def _add_measuring(sub: _VerbParsers) -> None:
         "3,487 for the shipped reader, as shipped; about 1.2 s per answer, two answers each), "
         "written to <adapter>/probe.json unless --out",
     )
+    calibrate.add_argument(
+        "--data",
+        action="append",
+        metavar="DIR",
+        help="with --reader: fit the probe on answers the product gives to DIR's questions "
+        "(questions.jsonl; passages.jsonl is ingested into --collection first), read through "
+        "retrieval as a user's are (repeatable; --limit questions per folder)",
+    )
+    calibrate.add_argument(
+        "--rows",
+        action="append",
+        metavar="FILE",
+        help="with --reader: rows saved by --save-rows (another collection's) to fit with",
+    )
+    calibrate.add_argument(
+        "--save-rows",
+        metavar="FILE",
+        help="with --reader --data: keep the rows read, as JSON lines",
+    )
     calibrate.set_defaults(func=run_calibrate)
 
     evaluate = _verb(

@@ -238,3 +238,38 @@ def resources(
         _store=store,
     )
     yield res
+
+
+#: What the tiny reader's probe reads (``tiny_reader_with_probe``).
+TINY_READER_FEATURES = ("answer_end@2", "prompt_end@4", "log_total_surprisal", "max_entropy")
+
+
+def tiny_reader_with_probe(
+    directory: Path,
+    weights: list[float] | None = None,
+    features: tuple[str, ...] = TINY_READER_FEATURES,
+) -> Path:
+    """A LoRA reader adapter for the tiny model with a probe.json next to it."""
+    import random
+
+    from peft import LoraConfig, get_peft_model
+
+    from setpoint.adapters.domain.linear_probe import LinearProbe
+    from setpoint.adapters.domain.reader_probe import PROBE_FILE, ReaderProbe
+    from setpoint.adapters.model.peft_init import quiet_peft_init
+
+    model = make_tiny_generator(seed=0).model
+    with quiet_peft_init():
+        peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    peft_model.save_pretrained(str(directory))
+    width = 32 + 32 + len(features) - 2
+    rng = random.Random(3)
+    linear = LinearProbe(
+        layer=-1,
+        mean=[0.0] * width,
+        scale=[1.0] * width,
+        weights=weights or [rng.gauss(0, 0.3) for _ in range(width)],
+        bias=0.0,
+    )
+    ReaderProbe(features=features, linear=linear).save(directory / PROBE_FILE)
+    return directory

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_tiny_generator
+from conftest import TINY_READER_FEATURES, tiny_reader_with_probe
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from setpoint.adapters.domain.linear_probe import LinearProbe
@@ -32,7 +32,7 @@ from setpoint.graphs.context import Context
 from setpoint.graphs.graph import build_graph
 
 BOWL = Passage("p1", "Super Bowl", "the denver broncos won the super bowl game .")
-FEATURES = ("answer_end@2", "prompt_end@4", "log_total_surprisal", "max_entropy")
+FEATURES = TINY_READER_FEATURES
 
 
 def test_stream_keeps_the_hidden_state_of_the_position_that_chose_each_token(
@@ -226,31 +226,6 @@ def test_fit_refuses_one_sided_labels() -> None:
 
 
 # ------------------------------------------------------------------ the graph
-def tiny_reader_with_probe(
-    directory: Path, weights: list[float] | None = None, features: tuple[str, ...] = FEATURES
-) -> Path:
-    """A LoRA reader adapter for the tiny model with a probe.json next to it."""
-    from peft import LoraConfig, get_peft_model
-
-    from setpoint.adapters.model.peft_init import quiet_peft_init
-
-    model = make_tiny_generator(seed=0).model
-    with quiet_peft_init():
-        peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    peft_model.save_pretrained(str(directory))
-    width = 32 + 32 + len(features) - 2
-    rng = random.Random(3)
-    linear = LinearProbe(
-        layer=-1,
-        mean=[0.0] * width,
-        scale=[1.0] * width,
-        weights=weights or [rng.gauss(0, 0.3) for _ in range(width)],
-        bias=0.0,
-    )
-    ReaderProbe(features=features, linear=linear).save(directory / PROBE_FILE)
-    return directory
-
-
 def reader_span(spans: InMemorySpanExporter) -> dict[str, Any]:
     found = [
         s for s in spans.get_finished_spans() if s.attributes.get("setpoint.phase") == "reader"
@@ -348,4 +323,7 @@ def test_shipped_probe_matches_the_shipped_reader() -> None:
         > probe.record["validation_surprisal_auroc_wrong"]["all"]
     )
     assert set(probe.setpoints) == {"0.5", "0.7", "0.8", "0.9"}
+    # Fitted on the product's own answers to more than SQuAD: unanswerable and multi-hop too.
+    sources = probe.record["sources"]
+    assert sources["squad_v2"]["impossible"] > 0 and "2wikimultihopqa_train" in sources
     json.dumps(probe.record)  # the record stays plain JSON

@@ -19,7 +19,7 @@ from setpoint.adapters.lora.qa_data import (
     load_multihop,
     load_squad,
 )
-from setpoint.adapters.lora.reader import is_no_answer
+from setpoint.adapters.lora.reader import is_no_answer, shipped_reader_dir
 from setpoint.adapters.lora.tune import reader_mix
 from setpoint.agents.decide import after_generation, output_problem
 from setpoint.errors import ConfigError, InputError
@@ -161,7 +161,9 @@ def test_set_aside_titles_are_never_scored(monkeypatch: pytest.MonkeyPatch) -> N
         pytest.skip("../shared/data/squad_v2 is not on this machine")
     scored = {str(q["passage_id"]).rsplit("-", 1)[0] for q in read_questions("squad_v2")}
     assert scored and not scored & set(SQUAD_V2_TRAIN_TITLES)
-    assert set(DEV_TITLES) <= scored  # only the set-aside titles are left out
+    # Only the reader's evaluation titles are scored: no dev part, no training title.
+    assert not scored & set(DEV_TITLES)
+    assert scored <= set(TitleSplit.load(shipped_reader_dir() / "split.json").eval)
 
 
 def test_the_product_reads_unanswerable_as_unsure_with_no_answer() -> None:
