@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from generalization import DATA, ROOT, SETS, TRAIN_SETS
+from generalization import DATA, ROOT, SETS, TRAIN_SETS, reader_split
 from machine_info import machine
 
 #: Source -> (data folder, questions read).
@@ -44,8 +46,9 @@ SOURCES = {
 def source_questions(name: str, limit: int, seed: int) -> list[Any]:
     """The questions read for one source (none of a scored set's)."""
     from setpoint.adapters.domain.reader_probe import unseen_training_questions
-    from setpoint.adapters.lora.qa_data import SQUAD_V2_TRAIN_TITLES, TitleSplit, load_squad
+    from setpoint.adapters.lora.qa_data import SQUAD_V2_TRAIN_TITLES, load_squad
     from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
+    from setpoint.adapters.lora.record import questions_trained_on
     from setpoint.jobs.reader_calibration import read_questions
 
     folder = DATA / SOURCES[name][0]
@@ -55,19 +58,13 @@ def source_questions(name: str, limit: int, seed: int) -> list[Any]:
         )
     if name != "squad":
         return read_questions(folder, limit=limit, seed=seed)
-    reader = shipped_reader_dir()
-    split = TitleSplit.load(reader / "split.json")
-    record = training_record(reader)
-    seen = int(record.get("config", {}).get("skip_examples") or 0) + int(
-        record.get("data", {}).get("training_questions") or 0
-    )
+    split = reader_split()
+    seen = questions_trained_on(training_record(shipped_reader_dir()))
     v2_titles = {q.group for q in read_questions(DATA / "squad_v2")}
     titles = [t for t in split.train if t not in v2_titles]
     dataset = load_squad(folder)
     unseen = {q.id for q in unseen_training_questions(dataset, split.train, seen, None)}
     pool = [q for q in read_questions(folder, groups=titles, by_passage=True) if q.id in unseen]
-    import random
-
     random.Random(seed).shuffle(pool)
     return pool[:limit]
 
@@ -119,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         fit_reader_probe,
         load_reader_probe,
     )
-    from setpoint.adapters.lora.reader import shipped_reader_dir
+    from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
 
     base = Settings.from_env()
     index = args.index or base.cache_dir / "bench-generalization-weaviate"
@@ -131,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
         rows += read_source(name, index, cache, args.seed)
     old = load_reader_probe(shipped_reader_dir())
     assert old is not None
-    hidden = (len(rows[0]["x"]) - len([f for f in DEFAULT_FEATURES if "@" not in f])) // 2
+    hidden = int(training_record(shipped_reader_dir())["base_model"]["hidden_size"])
     probe = fit_reader_probe(
         rows, DEFAULT_FEATURES, hidden, model="SmolLM2-135M-Instruct", adapter="reader",
         seed=args.seed,
@@ -158,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
         "note": "rows read through Setpoint.ask (retrieval first, no hop on doubt) in the "
         "generalisation benchmark's collections; no scored question was read",
     }
-    probe = type(probe)(probe.features, probe.linear, probe.setpoints, record)
+    probe = replace(probe, record=record)
     probe.save(args.out)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(

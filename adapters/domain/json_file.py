@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-__all__ = ["hash_file", "write_json"]
+__all__ = ["hash_file", "write_json", "write_json_lines"]
 
 
 class _Digest(Protocol):
@@ -43,11 +44,27 @@ def write_json(path: Path, data: Any, *, indent: int | None = None) -> Path:
         >>> write_json(target, {"a": 1}).read_text()
         '{"a": 1}'
     """
+    return _write_atomically(path, json.dumps(data, indent=indent))
+
+
+def write_json_lines(path: Path, rows: Iterable[Any]) -> Path:
+    """Write each of ``rows`` as one JSON line, atomically like ``write_json``.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "rows.jsonl"
+        >>> write_json_lines(target, [{"a": 1}, [2]]).read_text().splitlines()
+        ['{"a": 1}', '[2]']
+    """
+    return _write_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _write_atomically(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=indent), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

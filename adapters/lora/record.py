@@ -15,6 +15,7 @@ __all__ = [
     "SPLIT_FILE",
     "base_model_card",
     "earlier_stage",
+    "questions_trained_on",
     "training_record",
 ]
 
@@ -36,6 +37,21 @@ def training_record(directory: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
+
+
+def questions_trained_on(record: dict[str, Any]) -> int:
+    """How many training questions an adapter's stages consumed, in the seeded training order.
+
+    The last stage skipped the earlier stages' share (``skip_examples``) and then trained on
+    its own ``training_questions``; ``reader_probe.unseen_training_questions`` starts after them.
+
+    Example:
+        >>> questions_trained_on({"config": {"skip_examples": 4800}, "data": {"training_questions": 480}})
+        5280
+    """
+    return int(record.get("config", {}).get("skip_examples") or 0) + int(
+        record.get("data", {}).get("training_questions") or 0
+    )
 
 
 def base_model_card(generator: Generator) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
     )
     from setpoint.adapters.lora.qa_data import TitleSplit, default_squad_dir, load_squad
     from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
-    from setpoint.adapters.lora.record import SPLIT_FILE
+    from setpoint.adapters.lora.record import SPLIT_FILE, questions_trained_on
     from setpoint.adapters.model.generator import Generator
     from setpoint.errors import ConfigError
 
@@ -103,11 +103,7 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
             "(train it with `setpoint tune --task read`)"
         )
     split = TitleSplit.load(directory / SPLIT_FILE)
-    record = training_record(directory)
-    # Questions every stage trained on: the last stage skipped the earlier ones' share.
-    seen = int(record.get("config", {}).get("skip_examples") or 0) + int(
-        record.get("data", {}).get("training_questions") or 0
-    )
+    seen = questions_trained_on(training_record(directory))
     dataset = load_squad(
         Path(args.squad_dir) if args.squad_dir else default_squad_dir(), option="--squad-dir"
     )

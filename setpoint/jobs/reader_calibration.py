@@ -20,7 +20,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,8 +186,9 @@ def read_rows(
     from setpoint.adapters.domain.metrics import best_f1
 
     ctx = context or reading_context(session)
+    directory = _reader_directory(session, ctx)
     recorder = RecordingProbe(features=probe.features, linear=probe.linear)
-    session.resources.set_reader_probe(_reader_directory(session, ctx), recorder)
+    session.resources.set_reader_probe(directory, recorder)
     rows: list[dict[str, Any]] = []
     try:
         for q in tqdm(questions, desc="reads", unit="question", disable=not progress):
@@ -209,19 +210,17 @@ def read_rows(
                 }
             )
     finally:
-        session.resources.set_reader_probe(_reader_directory(session, ctx), None)
+        session.resources.set_reader_probe(directory, None)
     return rows
 
 
 def save_rows(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Write ``read_rows`` output as JSON lines (features rounded to float32 precision)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps({**row, "x": [float(f"{v:.7g}") for v in row["x"]]}) + "\n")
-    tmp.replace(path)
-    return path
+    from setpoint.adapters.domain.json_file import write_json_lines
+
+    return write_json_lines(
+        path, ({**row, "x": [float(f"{v:.7g}") for v in row["x"]]} for row in rows)
+    )
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -304,4 +303,4 @@ def calibrate_reader(
         "sources": {s: sum(r["context"] == s for r in rows) for s in sources},
         "read_through": "Setpoint.ask, retrieval first, no second hop on doubt",
     }
-    return ReaderProbe(probe.features, probe.linear, probe.setpoints, record)
+    return replace(probe, record=record)
