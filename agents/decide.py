@@ -262,23 +262,28 @@ def after_tool(tool: str, failed: bool) -> Decision[ToolHop]:
     return Decision("check_output", "tool", f"answered by tool {tool}")
 
 
-def reader_setpoint(ctx: Context, signal: str) -> float:
+def reader_setpoint(ctx: Context, signal: str, probe_setpoint: float | None = None) -> float:
     """The reader setpoint a run compares ``signal``'s uncertainty with.
 
-    ``Context.reader_setpoint`` when set; left at None, the dev-chosen
-    ``DEFAULT_READER_SETPOINT`` for the reader probe's P(wrong) (``signal == "probe"``) and
-    inf for the surprisal or sampled scales, which have no chosen default.
+    ``Context.reader_setpoint`` when set; left at None, the reader probe's own dev-chosen
+    setpoint (``probe_setpoint``, ``ReaderProbe.default_setpoint``) or else
+    ``DEFAULT_READER_SETPOINT`` for the probe's P(wrong) (``signal == "probe"``), and inf for
+    the surprisal or sampled scales, which have no chosen default.
 
     Example:
         >>> from setpoint.graphs.context import DEFAULT_READER_SETPOINT, Context
         >>> reader_setpoint(Context(), "probe") == DEFAULT_READER_SETPOINT
         True
+        >>> reader_setpoint(Context(), "probe", 0.7), reader_setpoint(Context(reader_setpoint=0.5), "probe", 0.7)
+        (0.7, 0.5)
         >>> reader_setpoint(Context(), "surprisal"), reader_setpoint(Context(reader_setpoint=2.0), "surprisal")
         (inf, 2.0)
     """
     if ctx.reader_setpoint is not None:
         return ctx.reader_setpoint
-    return DEFAULT_READER_SETPOINT if signal == "probe" else math.inf
+    if signal != "probe":
+        return math.inf
+    return DEFAULT_READER_SETPOINT if probe_setpoint is None else probe_setpoint
 
 
 def after_generation(
@@ -291,6 +296,7 @@ def after_generation(
     mean_entropy: float,
     tokens: int,
     reader_signal: str = "probe",
+    probe_setpoint: float | None = None,
     echo: float = 0.0,
     retrievals_used: int = 0,
     bridge: str | None = None,
@@ -305,9 +311,9 @@ def after_generation(
       words the question has, ``hops.echo_overlap``, >= ``ctx.echo_overlap``): retrieve
       while the budget lasts; after it, the echo is given as ``unsure``.
     - Read from passages, and the reader is not sure (``reader_uncertainty``, NaN when not
-      measured, above ``reader_setpoint(ctx, reader_signal)``, or no answer): a second hop
-      with the ``bridge`` query
-      while the budget lasts and the bridge adds something; else the answer is given as
+      measured, above ``reader_setpoint(ctx, reader_signal, probe_setpoint)``, or no
+      answer): a second hop with the ``bridge`` query while the budget lasts and the
+      bridge adds something; else the answer is given as
       ``unsure`` (selective answering; an empty one still fails the checks).
     - Read from passages, and the reader said they hold no answer (``no_answer``,
       ``reader.NO_ANSWER``; pass ``answered=False`` too): a second hop as above, else
@@ -349,7 +355,7 @@ def after_generation(
         )
     if decomposed and budget_left and bridge is not None:
         return Decision("retrieve", "retrieve", f"second hop: nested question; query {bridge!r}")
-    setpoint = reader_setpoint(ctx, reader_signal)
+    setpoint = reader_setpoint(ctx, reader_signal, probe_setpoint)
     doubt = reader_uncertainty > setpoint
     hop_at = setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
     hop_doubt = reader_uncertainty > hop_at or (math.isnan(reader_uncertainty) and hop_at < 0)

@@ -213,7 +213,9 @@ def _reader_uncertainty(
         "setpoint.reader_samples": ctx.reader_samples,
         "setpoint.reader_disagreement": disagreement,
         "setpoint.reader_uncertainty": uncertainty,
-        "setpoint.reader_setpoint": reader_setpoint(ctx, signal),
+        "setpoint.reader_setpoint": reader_setpoint(
+            ctx, signal, probe.default_setpoint if probe is not None else None
+        ),
         "setpoint.quote_passage_id": quote.passage_id if quote else None,
     }
 
@@ -354,6 +356,7 @@ def make_generate(res: Resources) -> Any:
                 mean_entropy=out.mean_entropy,
                 tokens=len(out.entropies),
                 reader_signal=signal,
+                probe_setpoint=probe.default_setpoint if probe is not None else None,
                 echo=echo,
                 retrievals_used=retrievals,
                 bridge=bridge,

@@ -151,11 +151,11 @@ def context_key(ctx: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def probe_key() -> str:
-    """``:<hash>`` of the shipped reader probe (empty without one): its scores make "unsure"."""
+def probe_key(model: str | None = None) -> str:
+    """``:<hash>`` of ``model``'s shipped reader probe (empty without one): its scores make "unsure"."""
     from setpoint.adapters.lora.reader import shipped_reader_dir
 
-    path = shipped_reader_dir() / "probe.json"
+    path = shipped_reader_dir(model) / "probe.json"
     return f":{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}" if path.is_file() else ""
 
 
@@ -277,7 +277,7 @@ def run_set(
             else (f"{settings.model_dir or settings.model}:")
         )
         # Nor are the answers scored by another reader probe.
-        keys = {s: model + context_key(ctxs[s]) + probe_key() for s in strategies}
+        keys = {s: model + context_key(ctxs[s]) + probe_key(settings.model) for s in strategies}
         # Untimed and unscored: loads the models and adapters the first timed question would.
         sp.ask(WARM_UP, context=ctxs["always"])
         started = time.perf_counter()

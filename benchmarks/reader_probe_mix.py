@@ -12,12 +12,20 @@ all of them (held-out groups give its validation numbers):
 - ``squad_v2``: the set-aside titles ``SQUAD_V2_TRAIN_TITLES``, answerable and unanswerable;
 - ``2wikimultihopqa_train`` and ``musique_train``: the train splits.
 
-No scored set is read. Rows are cached per source in ``<cache>/reader-probe-rows/`` (a
-rerun fits again without reading). The new probe is written to ``--out`` (default
-``adapters/lora/weights/reader/probe.json``, the shipped one) with its record, and the
-validation AUROC of the old and the new probe on the same held-out rows is printed.
+No scored set is read, and no question the reader adapter trained on (its record's
+``learned`` questions, and for SQuAD every question of its stages' training order). Rows are
+cached per reader and source in ``<cache>/reader-probe-rows/<reader>/`` (a rerun fits again
+without reading). The new probe is written to ``--out`` (default: the reader's
+``probe.json``, the shipped one) with its record, and the validation AUROC of the old and
+the new probe on the same held-out rows is printed.
 
-Run: ``SETPOINT_THREADS=2 .venv/bin/python benchmarks/reader_probe_mix.py``.
+The reader is the shipped one of ``SETPOINT_MODEL`` (``reader.shipped_reader_dir``) unless
+``--reader`` names another; a reader without a probe yet starts from the default features.
+``--scale`` reads a share of each source's questions (a bigger model reads more slowly).
+
+Run: ``SETPOINT_THREADS=2 .venv/bin/python benchmarks/reader_probe_mix.py``;
+the second family: ``SETPOINT_MODEL=qwen2.5-coder-0.5b SETPOINT_THREADS=2
+.venv/bin/python benchmarks/reader_probe_mix.py --scale 0.4``.
 """
 
 from __future__ import annotations
@@ -43,57 +51,79 @@ SOURCES = {
 }
 
 
-def source_questions(name: str, limit: int, seed: int) -> list[Any]:
-    """The questions read for one source (none of a scored set's)."""
+def source_questions(name: str, limit: int, seed: int, reader: Path) -> list[Any]:
+    """The questions read for one source: none of a scored set's, none ``reader`` trained on."""
     from setpoint.adapters.domain.reader_probe import unseen_training_questions
     from setpoint.adapters.lora.qa_data import SQUAD_V2_TRAIN_TITLES, load_squad
-    from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
+    from setpoint.adapters.lora.reader import training_record
     from setpoint.adapters.lora.record import questions_trained_on
-    from setpoint.jobs.reader_calibration import read_questions
+    from setpoint.jobs.reader_calibration import read_questions, sample_questions
 
+    record = training_record(reader)
+    learned = {q["id"] for q in (record.get("learned") or {}).get("questions") or []}
     folder = DATA / SOURCES[name][0]
     if name == "squad_v2":
-        return read_questions(
-            folder, limit=limit, seed=seed, groups=SQUAD_V2_TRAIN_TITLES, by_passage=True
-        )
-    if name != "squad":
-        return read_questions(folder, limit=limit, seed=seed)
-    split = reader_split()
-    seen = questions_trained_on(training_record(shipped_reader_dir()))
-    v2_titles = {q.group for q in read_questions(DATA / "squad_v2")}
-    titles = [t for t in split.train if t not in v2_titles]
-    dataset = load_squad(folder)
-    unseen = {q.id for q in unseen_training_questions(dataset, split.train, seen, None)}
-    pool = [q for q in read_questions(folder, groups=titles, by_passage=True) if q.id in unseen]
-    random.Random(seed).shuffle(pool)
-    return pool[:limit]
+        pool = read_questions(folder, groups=SQUAD_V2_TRAIN_TITLES, by_passage=True)
+    elif name != "squad":
+        pool = read_questions(folder)
+    else:
+        split = reader_split()
+        v2_titles = {q.group for q in read_questions(DATA / "squad_v2")}
+        titles = [t for t in split.train if t not in v2_titles]
+        unseen = {
+            q.id
+            for q in unseen_training_questions(
+                load_squad(folder), split.train, questions_trained_on(record), None
+            )
+        }
+        pool = [q for q in read_questions(folder, groups=titles, by_passage=True) if q.id in unseen]
+    pool = [q for q in pool if q.id not in learned]
+    if name == "squad":
+        random.Random(seed).shuffle(pool)
+        return pool[:limit]
+    # The seed read_questions draws with, so a reader that trained on none keeps its sample.
+    return sample_questions(pool, limit, f"{seed}:{folder.name}")
 
 
-def read_source(name: str, index: Path, cache: Path, seed: int) -> list[dict[str, Any]]:
+def read_source(
+    name: str, index: Path, cache: Path, seed: int, reader: Path, scale: float
+) -> list[dict[str, Any]]:
     from setpoint import Setpoint, Settings
-    from setpoint.adapters.domain.reader_probe import load_reader_probe
-    from setpoint.adapters.lora.reader import shipped_reader_dir
-    from setpoint.jobs.reader_calibration import load_rows, read_rows, save_rows
+    from setpoint.jobs.reader_calibration import load_rows, read_rows, reading_context, save_rows
 
     path = cache / f"{name}.jsonl"
     if path.is_file():
         return load_rows(path)
     folder, limit = SOURCES[name]
-    questions = source_questions(name, limit, seed)
+    questions = source_questions(name, max(1, round(limit * scale)), seed, reader)
     collection = {**SETS, **TRAIN_SETS}[folder]
     settings = Settings.from_env().replace(
         collection=collection, weaviate_url=None, weaviate_data_override=index
     )
-    probe = load_reader_probe(shipped_reader_dir())
-    if probe is None:
-        raise SystemExit("the shipped reader has no probe.json to copy the features of")
+    probe = reader_probe(reader)
     started = time.perf_counter()
     with Setpoint(settings) as sp:
         report = sp.ingest(DATA / folder / "passages.jsonl", progress=False)
         print(f"{name}: {collection}: {report.summary()}", flush=True)
-        rows = read_rows(sp, questions, probe)
+        rows = read_rows(sp, questions, probe, context=reading_context(sp, str(reader)))
     print(f"{name}: {len(rows)} rows in {time.perf_counter() - started:.0f} s", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
     return load_rows(save_rows(rows, path))
+
+
+def reader_probe(reader: Path) -> Any:
+    """The reader's probe, or an unfitted one on the default features at its model's depth."""
+    from setpoint.adapters.domain.reader_probe import (
+        ReaderProbe,
+        default_features,
+        load_reader_probe,
+    )
+    from setpoint.adapters.lora.reader import training_record
+
+    card = training_record(reader)["base_model"]
+    return load_reader_probe(reader) or ReaderProbe.unfitted(
+        default_features(int(card["num_hidden_layers"])), int(card["hidden_size"])
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,36 +132,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--index", type=Path, help="Weaviate data (default: the benchmark's)")
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "adapters" / "lora" / "weights" / "reader" / "probe.json"
+        "--reader", type=Path, help="reader adapter folder (default: SETPOINT_MODEL's shipped one)"
     )
-    parser.add_argument(
-        "--json", type=Path, default=ROOT / "benchmarks" / "results" / "reader_probe_mix.json"
-    )
+    parser.add_argument("--scale", type=float, default=1.0, help="share of each source's questions")
+    parser.add_argument("--out", type=Path, help="probe file (default: the reader's probe.json)")
+    parser.add_argument("--json", type=Path, help="results (default: benchmarks/results/)")
     args = parser.parse_args(argv)
 
     from setpoint import Settings
     from setpoint.adapters.domain.metrics import auroc
-    from setpoint.adapters.domain.reader_probe import (
-        DEFAULT_FEATURES,
-        fit_reader_probe,
-        load_reader_probe,
-    )
+    from setpoint.adapters.domain.reader_probe import fit_reader_probe, load_reader_probe
     from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
 
     base = Settings.from_env()
+    reader = args.reader or shipped_reader_dir(base.model)
+    if not (reader / "adapter_config.json").is_file():
+        raise SystemExit(
+            f"no reader adapter at {reader}; train one with `setpoint tune --task read`"
+        )
+    suffix = "" if reader.name == "reader" else "-" + reader.name.removeprefix("reader-")
+    out = args.out or reader / "probe.json"
+    json_out = args.json or ROOT / "benchmarks" / "results" / f"reader_probe_mix{suffix}.json"
     index = args.index or base.cache_dir / "bench-generalization-weaviate"
-    cache = base.cache_dir / "reader-probe-rows"
+    cache = base.cache_dir / "reader-probe-rows" / reader.name
     rows: list[dict[str, Any]] = []
     for name in [s.strip() for s in args.sources.split(",") if s.strip()]:
         if name not in SOURCES:
             raise SystemExit(f"unknown source {name!r}; choose from {', '.join(SOURCES)}")
-        rows += read_source(name, index, cache, args.seed)
-    old = load_reader_probe(shipped_reader_dir())
-    assert old is not None
-    hidden = int(training_record(shipped_reader_dir())["base_model"]["hidden_size"])
+        rows += read_source(name, index, cache, args.seed, reader, args.scale)
+    old = load_reader_probe(reader)
+    card = training_record(reader)["base_model"]
+    features = reader_probe(reader).features
     probe = fit_reader_probe(
-        rows, DEFAULT_FEATURES, hidden, model="SmolLM2-135M-Instruct", adapter="reader",
-        seed=args.seed,
+        rows, features, int(card["hidden_size"]), model=str(card["name"]),
+        adapter=reader.name, seed=args.seed,
     )  # fmt: skip
     held = set(probe.record["validation_titles"])
     val = [r for r in rows if r["title"] in held]
@@ -145,7 +179,11 @@ def main(argv: list[str] | None = None) -> None:
             "validation_rows": len(held_part),
             "wrong": sum(r["f1"] < 0.5 for r in part) / len(part),
             "impossible": sum(bool(r.get("impossible")) for r in part),
-            "old_probe_auroc_wrong": auroc([old.linear.score(r["x"]) for r in held_part], wrong),
+            "old_probe_auroc_wrong": (
+                auroc([old.linear.score(r["x"]) for r in held_part], wrong)
+                if old is not None
+                else None
+            ),
             "new_probe_auroc_wrong": probe.record["validation_auroc_wrong"].get(source),
         }
     record = {
@@ -155,15 +193,16 @@ def main(argv: list[str] | None = None) -> None:
         "note": "rows read through Setpoint.ask (retrieval first, no hop on doubt) in the "
         "generalisation benchmark's collections; no scored question was read",
     }
-    probe = replace(probe, record=record)
-    probe.save(args.out)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
+    keep = old.default_setpoint if old is not None else None
+    probe = replace(probe, record=record, default_setpoint=keep)
+    probe.save(out)
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(
         json.dumps({"machine": machine(), **record, "setpoints": probe.setpoints}, indent=2) + "\n",
         encoding="utf-8",
     )
     print(json.dumps(per_source, indent=2))
-    print(f"wrote {args.out} and {args.json}")
+    print(f"wrote {out} and {json_out}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ questions, as many unanswerable ones as possible). The report part is then score
 setpoint: the share of unanswerable and of answerable questions marked unsure.
 
 Run: ``.venv/bin/python benchmarks/reader_setpoint.py --per-half 12`` (N per half of each
-part; small on a shared 2-core machine). Per-question records go to
+part; small on a shared 2-core machine). The reader is ``SETPOINT_MODEL``'s shipped one;
+``--write`` stores the chosen value in its ``probe.json`` (``default_setpoint``, what a
+run uses when ``Context.reader_setpoint`` is unset; the default generator's probe has
+``DEFAULT_READER_SETPOINT`` in code instead). Per-question records go to
 ``<cache>/bench-reader-setpoint/records.jsonl`` (resumable); the summary to
 ``benchmarks/results/reader_setpoint.json``. Uses the generalisation benchmark's index.
 """
@@ -94,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-half", type=int, default=12, help="questions per half per part")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="summary (default: benchmarks/results/)")
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "reader_setpoint.json"
+        "--write", action="store_true", help="store the chosen setpoint in the reader's probe.json"
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from setpoint.adapters.lora.reader import shipped_reader_dir
 
     base = Settings.from_env()
+    reader = shipped_reader_dir(base.model)
+    suffix = "" if reader.name == "reader" else "-" + reader.name.removeprefix("reader-")
+    out = args.out or ROOT / "benchmarks" / "results" / f"reader_setpoint{suffix}.json"
     records = Records(base.cache_dir / "bench-reader-setpoint" / "records.jsonl", fresh=False)
     settings = base.replace(
         collection=SETS["squad_v2"],
@@ -117,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "report": _halves(rest_all, args.per_half, f"{args.seed}:report"),
     }
     # Records of another probe are not reused.
-    probe = hashlib.sha256((shipped_reader_dir() / "probe.json").read_bytes()).hexdigest()[:12]
+    # (The hash leaves the stored setpoint out: --write must not orphan the records.)
+    probe = probe_key(reader / "probe.json")
     provider, exporter = span_recorder()
     rows: dict[str, list[dict[str, Any]]] = {p: [] for p in parts}
     started = time.perf_counter()
@@ -141,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "command": "benchmarks/reader_setpoint.py " + " ".join(argv or sys.argv[1:]),
         "dev_titles": list(DEV_TITLES),
         "max_answerable_unsure": MAX_ANSWERABLE_UNSURE,
+        "reader": reader.name,
         "chosen_setpoint": chosen,
         "dev": rates(rows["dev"], chosen),
         "report": rates(rows["report"], chosen),
@@ -148,8 +157,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seconds": time.perf_counter() - started,
     }
     print(json.dumps(summary, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if args.write:
+        from dataclasses import replace
+
+        from setpoint.adapters.domain.reader_probe import load_reader_probe
+
+        current = load_reader_probe(reader)
+        assert current is not None
+        replace(current, default_setpoint=chosen).save(reader / "probe.json")
+        print(f"wrote default_setpoint {chosen:.4f} to {reader / 'probe.json'}")
+
+
+def probe_key(path: Path) -> str:
+    """A probe file's identity for the records: its content without ``default_setpoint``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.pop("default_setpoint", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 if __name__ == "__main__":

@@ -102,8 +102,8 @@ class Context:
     #: (reason ``uncertain_after_budget``). Off by default: with the base SmolLM2 the reader
     #: pass trips the thermostat on most answers, right or wrong (BENCHMARKS.md, "Policy").
     escalate_after_budget: bool = False
-    #: LoRA adapter of the retrieve route: "auto" (the shipped reader adapter when it fits
-    #: the generator, else the base model), a loaded adapter's name or directory, or None.
+    #: LoRA adapter of the retrieve route: "auto" (the shipped reader adapter that fits the
+    #: generator, one per model family, else the base model), a loaded adapter's name or directory, or None.
     #: ``adapter`` stays the one of the answer route (a knowledge adapter).
     reader_adapter: str | None = "auto"
     #: Constrain answers on the retrieve route to quotes of the passages (exact citations).

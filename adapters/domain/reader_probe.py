@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from setpoint.adapters.domain.json_file import write_json
 from setpoint.adapters.domain.linear_probe import LinearProbe
+from setpoint.adapters.domain.support import support_features
 from setpoint.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "PROBE_FILE",
     "ReaderProbe",
     "collect_probe_rows",
+    "default_features",
     "feature_vector",
     "fit_reader_probe",
     "load_reader_probe",
@@ -75,6 +77,32 @@ _HIDDEN = re.compile(rf"^({'|'.join(POSITIONS)})@(\d+)$")
 #: Every one-number feature (the rest are ``<position>@<layer>`` hidden states).
 ONE_NUMBER = (*SCALARS, *SUPPORT)
 DEFAULT_FEATURES: tuple[str, ...] = ("answer_end@20", "prompt_end@26", *ONE_NUMBER)
+#: The depth ``DEFAULT_FEATURES`` was chosen at (SmolLM2-135M's decoder layers).
+_DEFAULT_DEPTH = 30
+
+
+def default_features(num_hidden_layers: int) -> tuple[str, ...]:
+    """``DEFAULT_FEATURES`` for a model of another depth: the same relative layers.
+
+    Example:
+        >>> default_features(30) == DEFAULT_FEATURES
+        True
+        >>> default_features(24)[:2]
+        ('answer_end@16', 'prompt_end@21')
+    """
+    if num_hidden_layers < 1:
+        raise ConfigError(f"a model needs at least one layer, not {num_hidden_layers}")
+    out = []
+    for name in DEFAULT_FEATURES:
+        match = _HIDDEN.match(name)
+        if match is None:
+            out.append(name)
+            continue
+        layer = round(int(match.group(2)) * num_hidden_layers / _DEFAULT_DEPTH)
+        out.append(f"{match.group(1)}@{max(1, min(num_hidden_layers, layer))}")
+    return tuple(out)
+
+
 #: Under one L2 penalty the eleven scalars would drown among 1,152 hidden dimensions; each
 #: standardised scalar (``SCALARS`` and ``SUPPORT``) is scaled up by this factor (its
 #: penalty divided by its square).
@@ -95,78 +123,6 @@ def _check_features(features: Sequence[str]) -> None:
 def probe_layers(features: Sequence[str]) -> tuple[int, ...]:
     """The decoder layers whose hidden states ``features`` read (for ``stream(capture_layers=)``)."""
     return tuple(sorted({int(m.group(2)) for f in features if (m := _HIDDEN.match(f))}))
-
-
-#: Words that say little about what a question asks (matched lower-cased, whole words).
-STOP_WORDS = frozenset(
-    """a an the of in on at to for from by with and or is are was were be been being do does
-    did what which who whom whose when where why how that this these those it its as into than
-    then there their they he she his her him not no can could would should may might will
-    shall has have had about after before during over under between much many one""".split()  # noqa: SIM905
-)
-_WORD = re.compile(r"\w+")
-#: Words on each side of the answer that ``question_overlap_answer_window`` looks at.
-WINDOW_WORDS = 12
-#: ``answer_sentence_rank`` counts at most this many better-matching sentences.
-MAX_RANK = 5
-
-
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
-
-
-def _find(words: list[str], needle: list[str]) -> list[int]:
-    """Where ``needle`` starts in ``words`` (none for an empty needle)."""
-    n = len(needle)
-    return [i for i in range(len(words) - n + 1) if words[i : i + n] == needle] if n else []
-
-
-def support_features(question: str, passages: Sequence[Passage], answer: str) -> dict[str, float]:
-    """How the passages back ``answer`` as a reply to ``question``: the ``SUPPORT`` features.
-
-    With Q the question's content words (``STOP_WORDS`` left out), each overlap is the share
-    of Q found in some text: the best sentence that contains the answer, the best sentence
-    of all, and the ``WINDOW_WORDS`` words either side of an occurrence of the answer.
-    ``answer_sentence_rank`` is how many sentences share more of Q than the answer's best
-    one (at most ``MAX_RANK``). An answer found nowhere has overlaps 0.
-
-    Example:
-        >>> from setpoint.adapters.model.generator import Passage
-        >>> p = Passage("p1", "Moon", "Armstrong walked on the Moon in 1969. Apollo 13 flew in 1970.")
-        >>> f = support_features("When did Armstrong walk on the Moon?", [p], "1969")
-        >>> round(f["question_overlap_answer_sentence"], 2), f["answer_sentence_rank"]
-        (0.67, 0.0)
-        >>> support_features("When did Armstrong walk on the Moon?", [p], "1970")["answer_sentence_rank"]
-        1.0
-    """
-    from setpoint.adapters.domain.chunking import split_sentences
-
-    asked = {w for w in _words(question) if w not in STOP_WORDS}
-    said = _words(answer)
-
-    def overlap(words: Sequence[str]) -> float:
-        return len(asked.intersection(words)) / len(asked) if asked else 0.0
-
-    sentences = [_words(s) for p in passages for s in split_sentences(p.text)]
-    overlaps = [overlap(s) for s in sentences]
-    answer_sentence = max(
-        (o for o, s in zip(overlaps, sentences, strict=True) if _find(s, said)), default=0.0
-    )
-    window = 0.0
-    for passage in passages:
-        words = _words(passage.text)
-        for i in _find(words, said):
-            around = (
-                words[max(0, i - WINDOW_WORDS) : i]
-                + words[i + len(said) : i + len(said) + WINDOW_WORDS]
-            )
-            window = max(window, overlap(around))
-    return {
-        "question_overlap_answer_sentence": answer_sentence,
-        "question_overlap_best_sentence": max(overlaps, default=0.0),
-        "question_overlap_answer_window": window,
-        "answer_sentence_rank": float(min(MAX_RANK, sum(o > answer_sentence for o in overlaps))),
-    }
 
 
 def feature_vector(
@@ -236,13 +192,17 @@ class ReaderProbe:
 
     ``setpoints`` maps a coverage (share of answers kept) to the P(wrong) that keeps it on
     the validation titles, e.g. ``{"0.8": 0.41}``: a ``Context(reader_setpoint=0.41)``
-    answers about 80 % of questions and escalates the rest.
+    answers about 80 % of questions and escalates the rest. ``default_setpoint`` is the
+    reader setpoint chosen for this probe on dev data (``benchmarks/reader_setpoint.py``),
+    used when ``Context.reader_setpoint`` is unset; None falls back to
+    ``DEFAULT_READER_SETPOINT`` (the default generator's probe).
     """
 
     features: tuple[str, ...]
     linear: LinearProbe
     setpoints: dict[str, float] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    default_setpoint: float | None = None
 
     def __post_init__(self) -> None:
         _check_features(self.features)
@@ -271,6 +231,17 @@ class ReaderProbe:
         )
         return self.score_features(x)
 
+    @classmethod
+    def unfitted(cls, features: Sequence[str], hidden_size: int) -> ReaderProbe:
+        """A probe that scores every answer 0.5: what a reader without a probe records rows with."""
+        width = sum(hidden_size if _HIDDEN.match(f) else 1 for f in features)
+        return cls(
+            tuple(features),
+            LinearProbe(
+                layer=-1, mean=[0.0] * width, scale=[1.0] * width, weights=[0.0] * width, bias=0.0
+            ),
+        )
+
     def score_features(self, x: list[float]) -> float:
         """P(wrong) of one ``feature_vector`` (``score`` without the decoding)."""
         return self.linear.score(x)
@@ -282,6 +253,11 @@ class ReaderProbe:
                 "format": "setpoint-reader-probe/1",
                 "features": list(self.features),
                 "setpoints": self.setpoints,
+                **(
+                    {"default_setpoint": self.default_setpoint}
+                    if self.default_setpoint is not None
+                    else {}
+                ),
                 "record": self.record,
                 "linear": asdict(self.linear),
             },
@@ -296,6 +272,11 @@ class ReaderProbe:
                 linear=LinearProbe(**data["linear"]),
                 setpoints={str(k): float(v) for k, v in data.get("setpoints", {}).items()},
                 record=dict(data.get("record", {})),
+                default_setpoint=(
+                    None
+                    if data.get("default_setpoint") is None
+                    else float(data["default_setpoint"])
+                ),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(

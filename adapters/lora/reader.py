@@ -17,11 +17,12 @@ __all__ = [
     "is_no_answer",
     "resolve_reader",
     "shipped_reader_dir",
+    "shipped_readers",
     "training_record",
     "unquoted_answers",
 ]
 
-#: ``Context.reader_adapter`` value meaning "the shipped reader when it fits the generator".
+#: ``Context.reader_adapter`` value meaning "the shipped reader that fits the generator, if any".
 AUTO = "auto"
 
 
@@ -41,9 +42,34 @@ def unquoted_answers(question: str) -> tuple[str, ...]:
     return (NO_ANSWER, *YES_NO) if is_polar(question) else (NO_ANSWER,)
 
 
-def shipped_reader_dir() -> Path:
-    """The packaged reader adapter (``adapters/lora/weights/reader`` in the source tree)."""
-    return Path(str(resources.files("setpoint.adapters.lora").joinpath("weights/reader")))
+def shipped_reader_dir(model: str | None = None) -> Path:
+    """The packaged reader adapter of a catalog model (``SETPOINT_MODEL`` key; None: the default).
+
+    The default generator's is ``adapters/lora/weights/reader`` in the source tree; another
+    family's sits beside it as ``weights/reader-<key>``.
+
+    Example:
+        >>> shipped_reader_dir().name, shipped_reader_dir("qwen2.5-coder-0.5b").name
+        ('reader', 'reader-qwen2.5-coder-0.5b')
+    """
+    from setpoint.adapters.model.catalog import DEFAULT_MODEL
+
+    weights = Path(str(resources.files("setpoint.adapters.lora").joinpath("weights")))
+    key = (model or DEFAULT_MODEL).strip().lower()
+    return weights / ("reader" if key == DEFAULT_MODEL else f"reader-{key}")
+
+
+def shipped_readers() -> tuple[Path, ...]:
+    """Every packaged reader adapter: the default generator's first, then one per other family.
+
+    A second family's reader lives beside the default one as ``weights/reader-<model key>``
+    (e.g. ``reader-qwen2.5-coder-0.5b``); ``resolve_reader`` picks the one that fits.
+    """
+    default = shipped_reader_dir()
+    others = sorted(
+        d for d in default.parent.glob("reader-*") if (d / "adapter_config.json").is_file()
+    )
+    return (default, *others)
 
 
 def adapter_fits(model_config: Any, directory: Path) -> str | None:
@@ -71,14 +97,16 @@ def adapter_fits(model_config: Any, directory: Path) -> str | None:
 def resolve_reader(model_config: Any, requested: str | None) -> str | None:
     """What ``Context.reader_adapter`` means for this model: a name or directory to load, or None.
 
-    ``"auto"`` is the shipped reader when it fits the model and the base model otherwise
-    (a different ``SETPOINT_MODEL_DIR`` cannot use SmolLM2's adapter); anything else is
-    returned as given.
+    ``"auto"`` is the first shipped reader that fits the model (``shipped_readers``) and the
+    base model when none does (a ``SETPOINT_MODEL_DIR`` of another shape cannot use them);
+    anything else is returned as given.
     """
     if requested != AUTO:
         return requested
-    directory = shipped_reader_dir()
-    return str(directory) if adapter_fits(model_config, directory) is None else None
+    for directory in shipped_readers():
+        if adapter_fits(model_config, directory) is None:
+            return str(directory)
+    return None
 
 
 def is_no_answer(text: str) -> bool:

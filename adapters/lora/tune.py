@@ -308,7 +308,7 @@ def _evaluate_tuned(
 
     evaluation: dict[str, Any] = {}
     if eval_questions > 0:
-        generator.load_adapter(directory, directory.name)
+        generator.load_adapter(directory)
         picked = sample_questions(dataset.in_titles(split.eval), eval_questions, seed=split_seed)
         evaluation = evaluate_reader(generator, dataset, picked, closed_book=config.task == "qa")
         _patch_record(directory, {"evaluation": evaluation})

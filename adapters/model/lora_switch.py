@@ -20,7 +20,19 @@ from setpoint.adapters.model.forward import adapter_rows
 from setpoint.adapters.model.peft_init import quiet_peft_init
 from setpoint.errors import ConfigError, ModelError
 
-__all__ = ["LoraSwitch"]
+__all__ = ["LoraSwitch", "adapter_name"]
+
+
+def adapter_name(directory: Path) -> str:
+    """The name an adapter loaded from ``directory`` gets: its folder name, dots as ``_``.
+
+    PEFT registers adapters as torch submodules, whose names cannot hold a dot.
+
+    Example:
+        >>> adapter_name(Path("weights/reader-qwen2.5-coder-0.5b"))
+        'reader-qwen2_5-coder-0_5b'
+    """
+    return directory.name.replace(".", "_")
 
 
 class LoraSwitch:
@@ -62,7 +74,9 @@ class LoraSwitch:
         directory = Path(path).expanduser()
         if not (directory / "adapter_config.json").is_file():
             raise ModelError(f"no LoRA adapter at {directory} (adapter_config.json missing)")
-        adapter = name or directory.name
+        adapter = name or adapter_name(directory)
+        if "." in adapter:
+            raise ModelError(f"adapter name {adapter!r} has a dot; PEFT names cannot")
         with self.lock:
             if adapter in self.adapters:
                 return adapter

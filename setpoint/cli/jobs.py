@@ -81,9 +81,9 @@ def _calibrate_reader_in_product(
 def _calibrate_reader(args: argparse.Namespace) -> int:
     """``setpoint calibrate --reader``: train the reader adapter's uncertainty probe (no Weaviate needed)."""
     from setpoint.adapters.domain.reader_probe import (
-        DEFAULT_FEATURES,
         PROBE_FILE,
         collect_probe_rows,
+        default_features,
         fit_reader_probe,
         unseen_training_questions,
     )
@@ -94,7 +94,11 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
     from setpoint.errors import ConfigError
 
     settings = settings_from(args)
-    directory = shipped_reader_dir() if args.reader == "auto" else Path(args.reader).expanduser()
+    directory = (
+        shipped_reader_dir(settings.model)
+        if args.reader == "auto"
+        else Path(args.reader).expanduser()
+    )
     if args.data or args.rows:
         return _calibrate_reader_in_product(args, settings, directory)
     if not (directory / SPLIT_FILE).is_file():
@@ -110,10 +114,11 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
     questions = unseen_training_questions(dataset, split.train, seen, args.limit or None)
     generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
     generator.set_adapter(generator.load_adapter(directory, "reader"))
-    rows = collect_probe_rows(generator, dataset, split.train, questions)
+    features = default_features(int(generator.model.config.num_hidden_layers))
+    rows = collect_probe_rows(generator, dataset, split.train, questions, features)
     probe = fit_reader_probe(
         rows,
-        DEFAULT_FEATURES,
+        features,
         int(generator.model.config.hidden_size),
         model=generator.name,
         adapter="reader",

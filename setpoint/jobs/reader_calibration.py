@@ -129,11 +129,25 @@ def read_questions(
             f"{path} is not the questions schema ({{id, question, answers, passage_id}}): {exc}"
         ) from None
     keep = set(groups) if groups is not None else None
-    picked_rows = [q for title, q in out if keep is None or title in keep]
-    if limit is not None and 0 < limit < len(picked_rows):
-        picked = random.Random(f"{seed}:{folder.name}").sample(range(len(picked_rows)), limit)
-        picked_rows = [picked_rows[i] for i in sorted(picked)]
-    return picked_rows
+    return sample_questions(
+        [q for title, q in out if keep is None or title in keep], limit, f"{seed}:{folder.name}"
+    )
+
+
+def sample_questions(
+    questions: Sequence[CalibrationQuestion], limit: int | None, seed: int | str
+) -> list[CalibrationQuestion]:
+    """``limit`` of ``questions`` drawn with ``seed``, in their order (all of them for None).
+
+    Example:
+        >>> qs = [CalibrationQuestion(str(i), "q", ("a",), "g", "s") for i in range(5)]
+        >>> [q.id for q in sample_questions(qs, 2, 0)], len(sample_questions(qs, None, 0))
+        (['3', '4'], 5)
+    """
+    if limit is None or not 0 < limit < len(questions):
+        return list(questions)
+    picked = random.Random(seed).sample(range(len(questions)), limit)
+    return [questions[i] for i in sorted(picked)]
 
 
 def _reader_directory(session: Setpoint, context: Context) -> str:
@@ -259,22 +273,26 @@ def calibrate_reader(
     collection first (unchanged passages are skipped), so its questions are answered from
     the user's own index. ``rows_files`` are rows saved earlier (``save_to`` writes this
     run's rows), for a probe fitted on several collections. ``reader`` is the reader adapter
-    (a folder; default the context's); the features are those of its current probe.
+    (a folder; default the context's); the features are those of its current probe, or
+    ``default_features`` at the model's depth for a reader without one.
 
     Raises:
-        ConfigError: the reader has no probe to copy the features of, or too few rows.
+        ConfigError: too few rows.
     """
-    from setpoint.adapters.domain.reader_probe import fit_reader_probe, load_reader_probe
+    from setpoint.adapters.domain.reader_probe import (
+        ReaderProbe,
+        default_features,
+        fit_reader_probe,
+        load_reader_probe,
+    )
 
     earlier = [row for path in rows_files for row in load_rows(path)]
     ctx = reading_context(session, reader)
     directory = _reader_directory(session, ctx)
-    current = load_reader_probe(directory)
-    if current is None:
-        raise ConfigError(
-            f"the reader adapter {directory} has no probe.json to take the features from; "
-            "run `setpoint calibrate --reader` once"
-        )
+    config = session.resources.generator().model.config
+    current = load_reader_probe(directory) or ReaderProbe.unfitted(
+        default_features(int(config.num_hidden_layers)), int(config.hidden_size)
+    )
     rows: list[dict[str, Any]] = []
     for folder in folders:
         if (folder / "passages.jsonl").is_file():
@@ -294,7 +312,7 @@ def calibrate_reader(
         current.features,
         int(generator.model.config.hidden_size),
         model=generator.name,
-        adapter=current.linear.adapter,
+        adapter=current.linear.adapter or Path(directory).name,
         seed=seed,
     )
     sources = sorted({str(r["context"]) for r in rows})

@@ -171,6 +171,33 @@ def test_calibrate_reader_fits_read_and_saved_rows(resources: Resources, tmp_pat
     assert not math.isnan(probe.record["validation_auroc_wrong"]["saved"])
 
 
+def test_a_reader_without_a_probe_gets_one_at_its_models_depth(
+    resources: Resources, tmp_path: Path
+) -> None:
+    """A new family's reader has no probe yet: the default features at its depth are read."""
+    from setpoint.adapters.domain.reader_probe import PROBE_FILE, default_features
+
+    reader = tiny_reader_with_probe(tmp_path / "reader")
+    (reader / PROBE_FILE).unlink()
+    config = resources.generator().model.config
+    features = default_features(int(config.num_hidden_layers))
+    width = 2 * int(config.hidden_size) + len(features) - 2
+    saved = save_rows(
+        [{**r, "x": r["x"][:1] + [0.0] * (width - 1)} for r in synthetic_rows(80)],
+        tmp_path / "saved.jsonl",
+    )
+    with Setpoint(
+        resources.settings, tracer_provider=resources.tracer_provider, resources=resources
+    ) as sp:
+        probe = calibrate_reader(
+            sp, [write_folder(tmp_path / "set", QUESTIONS)], rows_files=[saved],
+            reader=str(reader), progress=False,
+        )  # fmt: skip
+    assert probe.features == features and len(probe.linear.weights) == width
+    assert probe.linear.adapter == "reader" and probe.record["sources"]["set"] == 3
+    assert probe.record["validation_auroc_wrong"]["saved"] > 0.8
+
+
 def test_bad_rows_file_is_one_line_before_any_model_loads(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text('{"id": "q1"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="not a file of reader probe rows") as caught:

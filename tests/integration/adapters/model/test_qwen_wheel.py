@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from setpoint.adapters.lora.reader import shipped_reader_dir
 from setpoint.adapters.model.generator import Generator
+from setpoint.adapters.model.lora_switch import adapter_name
 from setpoint.adapters.model.provisioning import convert_generator
 from setpoint.api import Setpoint
 from setpoint.jobs.eval_strategies import strategy_context
@@ -69,5 +71,9 @@ def test_the_graph_reads_passages_with_qwen(session: Setpoint) -> None:
     # The passage: "at Levi's Stadium in the San Francisco Bay Area at Santa Clara".
     assert any(place in result.answer for place in ("Santa Clara", "Levi", "San Francisco"))
     assert result.citations
-    # SmolLM2's shipped reader adapter does not fit a 896-wide model: the base reads.
-    assert result.adapter is None
+    # Qwen's own shipped reader reads (SmolLM2's does not fit a 896-wide model), and its
+    # probe, with the setpoint chosen for it, decides "not sure".
+    assert result.adapter == adapter_name(shipped_reader_dir(QWEN))
+    probe = session.resources.reader_probe(result.adapter)
+    assert probe is not None and probe.default_setpoint is not None
+    assert probe.layers == (16, 21) and result.status in ("answered", "unsure")

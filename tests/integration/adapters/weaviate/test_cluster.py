@@ -89,6 +89,10 @@ def _assert_holds(store: WeaviateStore, records: list[PassageRecord]) -> None:
     assert not wrong, f"content differs for {wrong[:5]}"
 
 
+#: How long a restarted node may take to be repaired before the test calls it a hang.
+REPAIR_HANG_GUARD_S = 300
+
+
 def _wait_caught_up(
     cluster: WeaviateCluster,
     node: int,
@@ -96,13 +100,19 @@ def _wait_caught_up(
     records: list[PassageRecord],
     embedder: Embeddings,
 ) -> float:
-    """Seconds until ``node``'s own replica (read at ONE, which prefers the local copy) holds all."""
+    """Seconds until ``node``'s own replica (read at ONE, which prefers the local copy) holds all.
+
+    The promise is the repair, not its speed (printed by the caller): the bound only stops
+    a repair that never comes from hanging the suite. Under a loaded CI machine the
+    hash-tree rounds run late (597 of 600 after 90 s once), so it is generous.
+    """
     local = _store(cluster, node, collection, embedder, consistency="ONE")
     started = time.monotonic()
     try:
         while local.count() != len(records):
-            assert time.monotonic() - started < 90, (
-                f"node {node} holds {local.count()} of {len(records)} passages after 90 s"
+            assert time.monotonic() - started < REPAIR_HANG_GUARD_S, (
+                f"node {node} holds {local.count()} of {len(records)} passages after "
+                f"{REPAIR_HANG_GUARD_S} s: async replication did not repair it"
             )
             time.sleep(0.5)
         _assert_holds(local, records)

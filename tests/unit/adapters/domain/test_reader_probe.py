@@ -24,6 +24,7 @@ from setpoint.adapters.domain.reader_probe import (
     probe_layers,
     support_features,
 )
+from setpoint.adapters.lora.reader import shipped_readers
 from setpoint.adapters.model.generator import Generator, Passage
 from setpoint.adapters.model.quoting import answer_question
 from setpoint.agents.resources import Resources
@@ -259,6 +260,42 @@ def test_graph_reads_the_reader_adapters_probe(
     assert 0.0 < attrs["setpoint.reader_uncertainty"] < 1.0
 
 
+@pytest.mark.parametrize(("stored", "unsure"), [(0.0, True), (1.0, False), (None, None)])
+def test_the_probes_own_setpoint_decides_unsure_when_the_context_leaves_it_unset(
+    resources: Resources,
+    spans: InMemorySpanExporter,
+    tmp_path: Path,
+    stored: float | None,
+    unsure: bool | None,
+) -> None:
+    """A second family's probe carries its dev-chosen setpoint (``default_setpoint``)."""
+    from dataclasses import replace
+
+    from setpoint.graphs.context import DEFAULT_READER_SETPOINT
+
+    reader = tiny_reader_with_probe(tmp_path / "reader")
+    probe = load_reader_probe(reader)
+    assert probe is not None
+    replace(probe, default_setpoint=stored).save(reader / "probe.json")
+    loaded = load_reader_probe(reader)
+    assert loaded is not None and loaded.default_setpoint == stored
+    context = Context(
+        max_new_tokens=8,
+        probe_setpoint=0.0,
+        setpoint=math.inf,
+        reader_adapter=str(reader),
+        max_retrievals=1,
+    )
+    out = build_graph(resources).invoke({"question": "who won the super bowl ?"}, context=context)
+    attrs = reader_span(spans)
+    if stored is None:
+        # No stored value: the default generator's constant.
+        assert attrs["setpoint.reader_setpoint"] == DEFAULT_READER_SETPOINT
+        return
+    assert attrs["setpoint.reader_setpoint"] == stored
+    assert out["status"] == ("unsure" if unsure else "answered")
+
+
 def test_probe_weights_move_the_reader_uncertainty(
     resources: Resources, spans: InMemorySpanExporter, tmp_path: Path
 ) -> None:
@@ -309,12 +346,13 @@ def test_graph_gives_the_probe_the_question_and_passages_it_read(
         assert check(attrs["setpoint.reader_uncertainty"]), attrs["setpoint.reader_uncertainty"]
 
 
-def test_shipped_probe_matches_the_shipped_reader() -> None:
-    from setpoint.adapters.lora.reader import shipped_reader_dir, training_record
+@pytest.mark.parametrize("reader", shipped_readers(), ids=lambda d: d.name)
+def test_shipped_probe_matches_the_shipped_reader(reader: Path) -> None:
+    from setpoint.adapters.lora.reader import training_record
 
-    probe = load_reader_probe(shipped_reader_dir())
+    probe = load_reader_probe(reader)
     assert probe is not None
-    card = training_record(shipped_reader_dir())["base_model"]
+    card = training_record(reader)["base_model"]
     hidden = sum(1 for f in probe.features if "@" in f)
     assert len(probe.linear.weights) == hidden * card["hidden_size"] + len(probe.features) - hidden
     assert all(0 <= layer <= card["num_hidden_layers"] for layer in probe.layers)

@@ -113,3 +113,11 @@ def test_lora_adapter_load_and_switch(any_family_generator: Generator, tmp_path:
     assert gen.probe(ids).entropy == pytest.approx(with_adapter, abs=1e-5)
     with pytest.raises(ConfigError, match="unknown adapter"):
         gen.set_adapter("nope")
+    # A folder named like a model version ("reader-qwen2.5-…") loads: PEFT names hold no dot.
+    import shutil
+
+    shutil.copytree(f"{tmp_path}/a1", f"{tmp_path}/reader-q2.5")
+    assert gen.load_adapter(f"{tmp_path}/reader-q2.5") == "reader-q2_5" == gen.active_adapter
+    assert gen.probe(ids).entropy == pytest.approx(with_adapter, abs=1e-5)
+    with pytest.raises(ModelError, match="has a dot"):
+        gen.load_adapter(f"{tmp_path}/a1", "a.1")

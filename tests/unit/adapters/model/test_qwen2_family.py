@@ -10,6 +10,7 @@ from setpoint.adapters.lora.config import TuningConfig
 from setpoint.adapters.lora.examples import pair_groups
 from setpoint.adapters.lora.qa_data import QARecord
 from setpoint.adapters.lora.reader import AUTO, adapter_fits, resolve_reader, shipped_reader_dir
+from setpoint.adapters.lora.record import BASE_MODEL_KEYS
 from setpoint.adapters.lora.training import save_adapter, train_lora
 from tests.unit.conftest import make_tiny_generator
 
@@ -46,3 +47,21 @@ def test_smollm2s_reader_is_not_put_on_a_qwen2_model() -> None:
     why = adapter_fits(gen.model.config, shipped_reader_dir())
     assert why is not None and "model_type=llama" in why
     assert resolve_reader(gen.model.config, AUTO) is None
+
+
+def test_auto_picks_each_familys_own_shipped_reader() -> None:
+    """Every shipped reader is chosen for the model its training record names, and only for it."""
+    from types import SimpleNamespace
+
+    from setpoint.adapters.lora.reader import shipped_readers, training_record
+
+    readers = shipped_readers()
+    assert readers[0] == shipped_reader_dir() and len(readers) >= 2
+    assert shipped_reader_dir("qwen2.5-coder-0.5b") in readers
+    for directory in readers:
+        card = training_record(directory)["base_model"]
+        config = SimpleNamespace(**{k: card[k] for k in BASE_MODEL_KEYS})
+        assert resolve_reader(config, AUTO) == str(directory)
+        assert all(
+            adapter_fits(config, other) is not None for other in readers if other != directory
+        )
