@@ -151,6 +151,16 @@ def context_key(ctx: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def results_suffix(reader: Path) -> str:
+    """The results-file suffix of a reader: empty for the default generator's, ``-<model key>`` else.
+
+    Example:
+        >>> results_suffix(Path("weights/reader")), results_suffix(Path("weights/reader-qwen2.5-coder-0.5b"))
+        ('', '-qwen2.5-coder-0.5b')
+    """
+    return "" if reader.name == "reader" else "-" + reader.name.removeprefix("reader-")
+
+
 def probe_key(model: str | None = None) -> str:
     """``:<hash>`` of ``model``'s shipped reader probe (empty without one): its scores make "unsure"."""
     from setpoint.adapters.lora.reader import shipped_reader_dir

@@ -39,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from generalization import DATA, ROOT, SETS, TRAIN_SETS, reader_split
+from generalization import DATA, ROOT, SETS, TRAIN_SETS, reader_split, results_suffix
 from machine_info import machine
 
 #: Source -> (data folder, questions read).
@@ -112,18 +112,12 @@ def read_source(
 
 
 def reader_probe(reader: Path) -> Any:
-    """The reader's probe, or an unfitted one on the default features at its model's depth."""
-    from setpoint.adapters.domain.reader_probe import (
-        ReaderProbe,
-        default_features,
-        load_reader_probe,
-    )
+    """The probe whose features ``reader``'s rows record (``reader_probe.probe_to_read_with``)."""
+    from setpoint.adapters.domain.reader_probe import probe_to_read_with
     from setpoint.adapters.lora.reader import training_record
 
     card = training_record(reader)["base_model"]
-    return load_reader_probe(reader) or ReaderProbe.unfitted(
-        default_features(int(card["num_hidden_layers"])), int(card["hidden_size"])
-    )
+    return probe_to_read_with(reader, int(card["num_hidden_layers"]), int(card["hidden_size"]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,9 +144,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             f"no reader adapter at {reader}; train one with `setpoint tune --task read`"
         )
-    suffix = "" if reader.name == "reader" else "-" + reader.name.removeprefix("reader-")
     out = args.out or reader / "probe.json"
-    json_out = args.json or ROOT / "benchmarks" / "results" / f"reader_probe_mix{suffix}.json"
+    json_out = (
+        args.json
+        or ROOT / "benchmarks" / "results" / f"reader_probe_mix{results_suffix(reader)}.json"
+    )
     index = args.index or base.cache_dir / "bench-generalization-weaviate"
     cache = base.cache_dir / "reader-probe-rows" / reader.name
     rows: list[dict[str, Any]] = []

@@ -35,7 +35,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from generalization import ROOT, SETS, Records, ask_one, read_questions, span_recorder
+from generalization import (
+    ROOT,
+    SETS,
+    Records,
+    ask_one,
+    read_questions,
+    results_suffix,
+    span_recorder,
+)
 
 __all__ = ["DEV_TITLES", "choose_setpoint", "main", "split"]
 
@@ -108,8 +116,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     base = Settings.from_env()
     reader = shipped_reader_dir(base.model)
-    suffix = "" if reader.name == "reader" else "-" + reader.name.removeprefix("reader-")
-    out = args.out or ROOT / "benchmarks" / "results" / f"reader_setpoint{suffix}.json"
+    out = (
+        args.out
+        or ROOT / "benchmarks" / "results" / f"reader_setpoint{results_suffix(reader)}.json"
+    )
     records = Records(base.cache_dir / "bench-reader-setpoint" / "records.jsonl", fresh=False)
     settings = base.replace(
         collection=SETS["squad_v2"],
@@ -125,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     # Records of another probe are not reused.
     # (The hash leaves the stored setpoint out: --write must not orphan the records.)
-    probe = probe_key(reader / "probe.json")
+    probe = scores_key(reader / "probe.json")
     provider, exporter = span_recorder()
     rows: dict[str, list[dict[str, Any]]] = {p: [] for p in parts}
     started = time.perf_counter()
@@ -170,8 +180,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"wrote default_setpoint {chosen:.4f} to {reader / 'probe.json'}")
 
 
-def probe_key(path: Path) -> str:
-    """A probe file's identity for the records: its content without ``default_setpoint``."""
+def scores_key(path: Path) -> str:
+    """What the records' scores depend on in a probe file: its content without ``default_setpoint``.
+
+    (``generalization.probe_key`` hashes the whole file: there the setpoint changes answers.)
+    """
     data = json.loads(path.read_text(encoding="utf-8"))
     data.pop("default_setpoint", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

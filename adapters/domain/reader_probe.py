@@ -41,6 +41,7 @@ __all__ = [
     "feature_vector",
     "fit_reader_probe",
     "load_reader_probe",
+    "probe_to_read_with",
     "support_features",
     "unseen_training_questions",
 ]
@@ -288,6 +289,19 @@ def load_reader_probe(adapter_dir: Path | str) -> ReaderProbe | None:
     """The probe stored with the reader adapter at ``adapter_dir``, or None when it has none."""
     path = Path(adapter_dir).expanduser() / PROBE_FILE
     return ReaderProbe.load(path) if path.is_file() else None
+
+
+def probe_to_read_with(
+    adapter_dir: Path | str, num_hidden_layers: int, hidden_size: int
+) -> ReaderProbe:
+    """The probe whose features a calibration records: the adapter's own, else an unfitted one.
+
+    A reader without a probe yet (a new family's) gets ``default_features`` at its model's
+    depth (``num_hidden_layers``, ``hidden_size``), scoring every answer 0.5.
+    """
+    return load_reader_probe(adapter_dir) or ReaderProbe.unfitted(
+        default_features(num_hidden_layers), hidden_size
+    )
 
 
 # ------------------------------------------------------------------ training

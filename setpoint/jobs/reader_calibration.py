@@ -279,20 +279,14 @@ def calibrate_reader(
     Raises:
         ConfigError: too few rows.
     """
-    from setpoint.adapters.domain.reader_probe import (
-        ReaderProbe,
-        default_features,
-        fit_reader_probe,
-        load_reader_probe,
-    )
+    from setpoint.adapters.domain.reader_probe import fit_reader_probe, probe_to_read_with
 
     earlier = [row for path in rows_files for row in load_rows(path)]
     ctx = reading_context(session, reader)
     directory = _reader_directory(session, ctx)
-    config = session.resources.generator().model.config
-    current = load_reader_probe(directory) or ReaderProbe.unfitted(
-        default_features(int(config.num_hidden_layers)), int(config.hidden_size)
-    )
+    generator = session.resources.generator()
+    config = generator.model.config
+    current = probe_to_read_with(directory, int(config.num_hidden_layers), int(config.hidden_size))
     rows: list[dict[str, Any]] = []
     for folder in folders:
         if (folder / "passages.jsonl").is_file():
@@ -306,11 +300,10 @@ def calibrate_reader(
     rows += earlier
     if not rows:
         raise ConfigError("no rows to fit the reader probe on; give --data or --rows")
-    generator = session.resources.generator()
     probe = fit_reader_probe(
         rows,
         current.features,
-        int(generator.model.config.hidden_size),
+        int(config.hidden_size),
         model=generator.name,
         adapter=current.linear.adapter or Path(directory).name,
         seed=seed,
