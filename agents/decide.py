@@ -267,7 +267,8 @@ def reader_setpoint(ctx: Context, signal: str, probe_setpoint: float | None = No
 
     ``Context.reader_setpoint`` when set; left at None, the reader probe's own dev-chosen
     setpoint (``probe_setpoint``, ``ReaderProbe.default_setpoint``) or else
-    ``DEFAULT_READER_SETPOINT`` for the probe's P(wrong) (``signal == "probe"``), and inf for
+    ``DEFAULT_READER_SETPOINT`` for a P(wrong) (the probe's, or a date comparison's fixed
+    ``compare.COMPARISON_P_WRONG``), and inf for
     the surprisal or sampled scales, which have no chosen default.
 
     Example:
@@ -281,7 +282,7 @@ def reader_setpoint(ctx: Context, signal: str, probe_setpoint: float | None = No
     """
     if ctx.reader_setpoint is not None:
         return ctx.reader_setpoint
-    if signal != "probe":
+    if signal not in ("probe", "comparison"):
         return math.inf
     return DEFAULT_READER_SETPOINT if probe_setpoint is None else probe_setpoint
 
@@ -303,6 +304,8 @@ def after_generation(
     answered: bool = True,
     no_answer: bool = False,
     decomposed: bool = False,
+    lookup: bool = False,
+    compared: str | None = None,
 ) -> Decision[GenerateHop]:
     """After a decoding pass: retrieve (again), or on to the checks as answered or unsure.
 
@@ -321,6 +324,10 @@ def after_generation(
     - Read the first half of a nested question (``decomposed``; ``bridge`` is then the
       second half's question, with the first read's answer in it): a second hop while the
       budget lasts, however sure the reader was: the question is not answered yet.
+    - Read a comparison of two options, and no passage is about one of them (``lookup``;
+      ``bridge`` is then that option, ``compare.compare_options``): a second hop for it
+      while the budget lasts, however sure the reader was. An ordered comparison answers
+      with ``compared`` (``Comparison.reason``) as the reason.
 
     Example:
         >>> from setpoint.graphs.context import Context
@@ -355,6 +362,8 @@ def after_generation(
         )
     if decomposed and budget_left and bridge is not None:
         return Decision("retrieve", "retrieve", f"second hop: nested question; query {bridge!r}")
+    if lookup and budget_left and bridge is not None:
+        return Decision("retrieve", "retrieve", f"second hop: no passage on {bridge!r}")
     setpoint = reader_setpoint(ctx, reader_signal, probe_setpoint)
     doubt = reader_uncertainty > setpoint
     hop_at = setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
@@ -381,7 +390,7 @@ def after_generation(
             f"unsure:reader uncertainty {reader_uncertainty:.2f} > reader setpoint {setpoint:g}",
             "unsure",
         )
-    return Decision("check_output", "retrieve", status="answered")
+    return Decision("check_output", "retrieve", compared, status="answered")
 
 
 def output_problem(

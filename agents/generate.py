@@ -17,6 +17,7 @@ from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from setpoint.adapters.domain.choices import closed_answers
+from setpoint.adapters.domain.compare import COMPARISON_P_WRONG, compare_options
 from setpoint.adapters.domain.decompose import decompose
 from setpoint.adapters.domain.hops import bridge_query, echo_overlap
 from setpoint.adapters.lora.reader import is_no_answer
@@ -27,7 +28,7 @@ from setpoint.agents.thermostat import Thermostat
 from setpoint.tracing import ATTR, node_span, set_attributes
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from setpoint.adapters.domain.reader_probe import ReaderProbe
     from setpoint.adapters.model.generator import GeneratedToken, Generator, Passage
@@ -236,6 +237,28 @@ def _chat_attributes(
     }
 
 
+def _whole_text(res: Resources) -> Callable[[Mapping[str, Any]], str | None]:
+    """A hit's whole stored passage (a hit may be a later chunk, without the lead), or None."""
+    from setpoint.errors import RetrievalError
+
+    def whole(passage: Mapping[str, Any]) -> str | None:
+        try:
+            stored = res.store().get(str(passage["id"]), str(passage.get("source") or ""))
+        except RetrievalError:
+            return None  # the hit's own text still counts
+        return str(stored.text) if stored is not None else None
+
+    return whole
+
+
+def cited_with(state: dict[str, Any], ids: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The prompt's passages, then those of ``ids`` found by this question's hops but not in it."""
+    passages = list(state.get("passages") or [])
+    have = {str(p["id"]) for p in passages}
+    found = {str(p["id"]): p for p in state.get("found_passages") or []}
+    return passages + [dict(found[i]) for i in ids if i not in have and i in found]
+
+
 def make_generate(res: Resources) -> Any:
     def generate(state: dict[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         from setpoint.adapters.model.generator import Passage
@@ -321,6 +344,8 @@ def make_generate(res: Resources) -> Any:
                     )
             uncertainty, signal, echo, bridge = math.nan, "probe", 0.0, None
             next_question: str | None = None
+            lookup: str | None = None
+            compared = None
             # "The passages hold no answer": no answer text is claimed (and none is cited).
             no_answer = bool(passages) and is_no_answer(out.text)
             text = "" if no_answer else out.text
@@ -333,6 +358,29 @@ def make_generate(res: Resources) -> Any:
                     # The first read named the bridge: the next hop asks about it.
                     next_question = plan.then(text)
                 bridge = next_question or bridge_query(question, state.get("passages") or [], text)
+                # A comparison reads every passage this question found, not only the prompt's.
+                found = state.get("found_passages") or state.get("passages") or []
+                compared = (
+                    compare_options(str(question), options, found, whole_text=_whole_text(res))
+                    if options and ctx.compare_dates
+                    else None
+                )
+                if compared is not None and compared.answer is not None:
+                    # Two dates read and ordered: the comparison answers, not the reader's pick.
+                    text, uncertainty, signal = compared.answer, COMPARISON_P_WRONG, "comparison"
+                    reader_attrs.update(
+                        {
+                            "setpoint.reader_signal": signal,
+                            "setpoint.reader_uncertainty": uncertainty,
+                            "setpoint.reader_answer": out.text
+                            if res.settings.trace_content
+                            else None,
+                        }
+                    )
+                elif compared is not None and compared.missing is not None:
+                    bridge = lookup = compared.missing
+                if compared is not None:
+                    reader_attrs.update(compared.span_attributes())
                 set_attributes(
                     node,
                     {
@@ -363,6 +411,10 @@ def make_generate(res: Resources) -> Any:
                 answered=bool(text),
                 no_answer=no_answer,
                 decomposed=next_question is not None,
+                lookup=lookup is not None,
+                compared=compared.reason
+                if compared is not None and compared.answer is not None
+                else None,
             )
             update: dict[str, Any] = {
                 "signal_trace": out.trace,
@@ -370,6 +422,9 @@ def make_generate(res: Resources) -> Any:
                 "answer_entropy": out.mean_entropy,
                 **decision.update(),
             }
+            if compared is not None and compared.answer is not None:
+                # The answer cites what it was read from, in or beyond the prompt's passages.
+                update["passages"] = cited_with(state, compared.read)
             if out.fired_at is not None:
                 update.update(partial_answer=out.text, query=f"{question} {out.text}".strip())
             elif decision.next_node == "retrieve" and passages:

@@ -28,6 +28,7 @@ PER_QUESTION_RESET: dict[str, Any] = {
     "hop_question": None,
     "query": "",
     "passages": [],
+    "found_passages": [],
     "dropped_passages": [],
     "verdicts": [],
     "answer": "",

@@ -260,6 +260,10 @@ def make_retrieve(res: Resources) -> Any:
             kept, newly_dropped, verdicts = screen_passages(
                 res.policy(ctx.policy_file), hits, list(state.get("verdicts") or [])
             )
+            # Every kept passage of every hop, each once: what a date comparison reads.
+            found_so_far = list(state.get("found_passages") or [])
+            known = {str(p["id"]) for p in found_so_far}
+            found_so_far += [dict(p) for p in kept if str(p["id"]) not in known]
             if state.get("passages"):
                 # A later hop adds to what the first found: the reader reads both hops' best
                 # (top_k + 1 passages: the bridge passage and what it led to fit the prompt).
@@ -307,6 +311,7 @@ def make_retrieve(res: Resources) -> Any:
                 )
             return {
                 "passages": kept,
+                "found_passages": found_so_far,
                 "dropped_passages": dropped,
                 "verdicts": verdicts,
                 "retrieval_calls": calls,

@@ -71,8 +71,8 @@ TRAIN_SETS = {
     "2wikimultihopqa_train": "Gen2wikimultihopqaTrain",
     "musique_train": "GenMusiqueTrain",
 }
-STRATEGIES = ("setpoint", "always", "never", "two-hop")
-#: What ``--strategies`` runs unless told: ``two-hop`` is an opt-in baseline.
+STRATEGIES = ("setpoint", "always", "never", "two-hop", "no-compare")
+#: What ``--strategies`` runs unless told: ``two-hop`` and ``no-compare`` are opt-in baselines.
 DEFAULT_STRATEGIES = ("setpoint", "always", "never")
 WARM_UP = "What is the capital of France?"
 
@@ -142,6 +142,8 @@ def contexts(sp: Any) -> dict[str, Any]:
         "two-hop": sp.context(
             setpoint=math.inf, probe_setpoint=-math.inf, max_retrievals=2, hop_setpoint=-math.inf
         ),
+        # The defaults without date comparisons: the reader picks between two options.
+        "no-compare": sp.context(compare_dates=False),
     }
 
 

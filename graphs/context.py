@@ -132,6 +132,11 @@ class Context:
     #: split closed-book F1 was 0.01 on them) unless both setpoints are inf, and the reader
     #: reads them in two hops, the bridge first. False reads them whole, like any question.
     nested_hops: bool = True
+    #: Date comparisons ("Who was born first, X or Y?", "Which film has the director who
+    #: died first, X or Y?", ``compare.py``): the dates are read from the options' passages
+    #: (or their directors', looked up by a second hop) and compared; the comparison, not
+    #: the reader's pick, answers. False leaves every choice to the reader.
+    compare_dates: bool = True
     #: Score reader answers with the probe stored next to the reader adapter (``probe.json``,
     #: ``setpoint calibrate --reader``; the shipped reader has one): P(wrong) from the
     #: reader's hidden states and signals and from how well the passages around the answer

@@ -56,6 +56,9 @@ class SetpointState(InputState, OutputState, total=False):
         hop_question: what the next read asks, after the first half of a nested question
             (``adapters.domain.decompose``); None: the question itself.
         passages: passages that reached the prompt, with id, title, text, source and score.
+        found_passages: every passage this question's retrievals returned and the injection
+            check kept, each once, in the order found (the prompt holds at most top_k + 1;
+            a date comparison reads them all, ``adapters.domain.compare``).
         dropped_passages: passages the injection check removed, with the reason.
         verdicts: every policy verdict, allowed or not.
         adapter: the LoRA adapter the answer was generated with (None: base model).
@@ -68,6 +71,7 @@ class SetpointState(InputState, OutputState, total=False):
     hop_question: str | None
     query: str
     passages: list[dict[str, Any]]
+    found_passages: list[dict[str, Any]]
     verdicts: list[dict[str, Any]]
     adapter: str | None
     answer_entropy: float

@@ -28,6 +28,7 @@ CONTEXT_FLAGS = (
     "reader_setpoint",
     "hop_setpoint",
     "nested_hops",
+    "compare_dates",
     "top_k",
     "alpha",
     "max_new_tokens",

@@ -70,14 +70,17 @@ def _run_context_flags(p: argparse.ArgumentParser) -> None:
         help="reader uncertainty above which a read answer earns a second hop (default: the "
         "reader setpoint); -inf: always a second hop while the budget lasts",
     )
-    p.add_argument(
-        "--no-nested-hops",
-        dest="nested_hops",
-        action="store_const",
-        const=False,
-        help="read nested questions ('Where was the director of film X born?') whole, "
-        "instead of the bridge first and the rest on the second hop",
-    )
+    for flag, help_text in (
+        (
+            "--no-nested-hops",
+            "read nested questions ('Where was the director of film X born?') whole, "
+            "instead of the bridge first and the rest on the second hop",
+        ),
+        ("--no-compare-dates", "let the reader pick between two options, not their dates"),
+    ):
+        # Off switches: absent leaves the Context default (None is not an override).
+        dest = flag.removeprefix("--no-").replace("-", "_")
+        p.add_argument(flag, dest=dest, action="store_const", const=False, help=help_text)
     p.add_argument("--top-k", type=int, help="passages per retrieval")
     p.add_argument("--alpha", type=float, help="hybrid weight: 0 = BM25 only, 1 = vector only")
     p.add_argument("--max-new-tokens", type=int, help="answer length cap")

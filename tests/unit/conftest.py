@@ -179,6 +179,16 @@ class KeywordStore:
         scored.sort(key=lambda h: -h.score)
         return scored[:k]
 
+    def get(self, passage_id: str, source: str) -> Any:
+        """The whole passage ``passage_id`` (every hit here is whole), or None."""
+        from setpoint.adapters.weaviate.store import SearchHit
+
+        self.connect()
+        for p in self.passages:
+            if p["id"] == passage_id and source == "unit":
+                return SearchHit(p["id"], p["title"], p.get("whole", p["text"]), "unit", 0.0)
+        return None
+
     def connect(self) -> None:
         from setpoint.errors import RetrievalError
 

@@ -326,6 +326,34 @@ def generation(**kw: Any) -> Decision[Any]:
             },
             ("check_output", "retrieve", None),
         ),
+        # a comparison missing a passage looks it up, however sure the reader ...
+        (
+            {
+                "read_passages": True,
+                "reader_uncertainty": 0.1,
+                "lookup": True,
+                "retrievals_used": 1,
+                "bridge": "Charles Babbage",
+            },
+            ("retrieve", "retrieve", "second hop: no passage on 'Charles Babbage'"),
+        ),
+        # ... within the budget only
+        (
+            {
+                "read_passages": True,
+                "reader_uncertainty": 0.1,
+                "lookup": True,
+                "ctx": Context(max_retrievals=1),
+                "retrievals_used": 1,
+                "bridge": "Charles Babbage",
+            },
+            ("check_output", "retrieve", None),
+        ),
+        # a date comparison's P(wrong) meets the same default setpoint as the probe's
+        (
+            {"read_passages": True, "reader_uncertainty": 0.95, "reader_signal": "comparison"},
+            ("check_output", "retrieve", "unsure:reader uncertainty 0.95 > reader setpoint 0.82"),
+        ),
         # at the reader setpoint: not above
         (
             {"read_passages": True, "reader_uncertainty": 0.5, "ctx": Context(reader_setpoint=0.5)},

@@ -28,6 +28,16 @@ NODES = {
 }
 
 
+def with_store(res: Resources, store: Any) -> Resources:
+    """The same resources (generator, settings, tracing) over another passage store."""
+    return Resources(
+        settings=res.settings,
+        tracer_provider=res.tracer_provider,
+        _generator=res.generator(),
+        _store=store,
+    )
+
+
 def run(res: Resources, question: str, **ctx: Any) -> dict[str, Any]:
     graph = build_graph(res)
     context = Context(max_new_tokens=8, **ctx)
@@ -358,3 +368,110 @@ def test_an_alternative_question_is_answered_by_one_of_its_options(resources: Re
     default = run(resources, question, max_retrievals=1)
     assert default["route"] == "retrieve" and default["retrieval_calls"] == 1
     assert default["reason"] == "comparison of 'paris' and 'denver': facts on both"
+
+
+def test_a_date_comparison_fetches_the_missing_option_then_compares_the_dates(
+    resources: Resources, spans: InMemorySpanExporter
+) -> None:
+    """The first hop finds one option's passage; the second looks up the other by name;
+    the dates, not the tiny model's pick, answer."""
+    from tests.unit.conftest import KeywordStore
+
+    store = KeywordStore(
+        [
+            {
+                "id": "ada",
+                "title": "Ada Lovelace",
+                "text": "Ada Lovelace ( 10 December 1815 – 27 November 1852 ) was born first "
+                "of her family , a mathematician .",
+            },
+            {
+                "id": "babbage",
+                "title": "Charles Babbage",
+                "text": "Charles Babbage ( 26 December 1791 – 18 October 1871 ) was a polymath .",
+            },
+            *resources.store().passages,
+        ]
+    )
+    res = with_store(resources, store)
+    question = "Who was born first, Ada Lovelace or Charles Babbage?"
+    out = run(res, question, top_k=1)
+    queries = [c["args"]["query"] for m in out["messages"] for c in getattr(m, "tool_calls", [])]
+    assert queries == [question, "Charles Babbage"] and out["retrieval_calls"] == 2
+    assert out["answer"] == "Charles Babbage" and out["status"] == "answered"
+    assert out["reason"] == "answered by comparing the options' birth dates"
+    assert [c["id"] for c in out["citations"]] == ["ada", "babbage"]
+    reads = [
+        s.attributes for s in spans.get_finished_spans() if "setpoint.comparison" in s.attributes
+    ]
+    assert [r["setpoint.comparison"] for r in reads] == [
+        "birth: passage missing",
+        "birth: ordered",
+    ]
+    assert reads[1]["setpoint.reader_signal"] == "comparison"
+    assert list(reads[1]["setpoint.comparison_passage_ids"]) == ["ada", "babbage"]
+    # with no budget for the second hop, the comparison stays open: the reader's read stands
+    spans.clear()
+    spent = run(res, question, top_k=1, max_retrievals=1)
+    assert spent["retrieval_calls"] == 1
+    reads = [
+        s.attributes for s in spans.get_finished_spans() if "setpoint.comparison" in s.attributes
+    ]
+    assert [r["setpoint.comparison"] for r in reads] == ["birth: passage missing"]
+    assert reads[0]["setpoint.reader_signal"] != "comparison"
+    # switched off, the reader picks: no comparison, no lookup hop
+    spans.clear()
+    off = run(res, question, top_k=1, compare_dates=False)
+    assert not any("setpoint.comparison" in s.attributes for s in spans.get_finished_spans())
+    asked = [c["args"]["query"] for m in off["messages"] for c in getattr(m, "tool_calls", [])]
+    assert asked[0] == question and "Charles Babbage" not in asked[1:]
+
+
+def test_a_directors_comparison_reads_every_passage_found_and_cites_them(
+    resources: Resources, spans: InMemorySpanExporter
+) -> None:
+    """Hop one finds both films; hop two looks up both directors. The prompt holds
+    top_k + 1 = 3 of the 4 passages; the comparison reads all 4 (whole: a hit may be a later
+    chunk) and the answer cites them."""
+    from tests.unit.conftest import KeywordStore
+
+    films = [
+        {
+            "id": "fa",
+            "title": "Quiet Harbour",
+            "text": "Quiet Harbour is a 1950 film directed by Ann Vale .",
+        },
+        {
+            "id": "fb",
+            "title": "Loud River",
+            "text": "Loud River is a 1960 film directed by Bo Lund .",
+        },
+    ]
+    directors = [
+        {
+            "id": "da",
+            "title": "Ann Vale",
+            "text": "Ann Vale ( 3 May 1920 – 1 June 1990 ) directed .",
+        },
+        # its hit is a later chunk, without the dates: the comparison reads the whole passage
+        {
+            "id": "db",
+            "title": "Bo Lund",
+            "text": "Bo Lund directed many films .",
+            "whole": "Bo Lund ( 9 July 1901 – 2 April 1970 ) directed . Bo Lund directed many films .",
+        },
+    ]
+    # word-overlap ties go to the first listed: "Ann Vale, Bo Lund" finds the directors
+    res = with_store(resources, KeywordStore([*directors, *films]))
+    question = "Which film has the director born first, Quiet Harbour or Loud River?"
+    out = run(res, question, top_k=2)
+    queries = [c["args"]["query"] for m in out["messages"] for c in getattr(m, "tool_calls", [])]
+    assert queries == [question, "Ann Vale, Bo Lund"]
+    assert out["answer"] == "Loud River" and out["status"] == "answered"
+    assert out["reason"] == "answered by comparing the options' directors' birth dates"
+    assert sorted(c["id"] for c in out["citations"]) == ["da", "db", "fa", "fb"]
+    read = [
+        s.attributes for s in spans.get_finished_spans() if "setpoint.comparison" in s.attributes
+    ]
+    assert read[-1]["setpoint.comparison"] == "birth: ordered"
+    assert list(read[-1]["setpoint.comparison_passage_ids"]) == ["fa", "da", "fb", "db"]

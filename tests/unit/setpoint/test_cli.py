@@ -251,3 +251,11 @@ def test_no_nested_hops_flag_turns_the_split_off_and_its_absence_leaves_the_defa
     )
     assert context_overrides(off) == {"nested_hops": False}
     assert "nested_hops" not in context_overrides(build_parser().parse_args(["ask", "q?"]))
+
+
+def test_no_compare_dates_flag_leaves_the_choice_to_the_reader() -> None:
+    from setpoint.cli.options import context_overrides
+
+    off = build_parser().parse_args(["ask", "Who was born first, X or Y?", "--no-compare-dates"])
+    assert context_overrides(off) == {"compare_dates": False}
+    assert "compare_dates" not in context_overrides(build_parser().parse_args(["ask", "q?"]))
