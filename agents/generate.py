@@ -30,6 +30,7 @@ from setpoint.tracing import ATTR, node_span, set_attributes
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from setpoint.adapters.domain.compare import Comparison
     from setpoint.adapters.domain.reader_probe import ReaderProbe
     from setpoint.adapters.model.generator import GeneratedToken, Generator, Passage
     from setpoint.adapters.model.quoting import SpanConstraint
@@ -345,7 +346,7 @@ def make_generate(res: Resources) -> Any:
             uncertainty, signal, echo, bridge = math.nan, "probe", 0.0, None
             next_question: str | None = None
             lookup: str | None = None
-            compared = None
+            ordered: Comparison | None = None  # a comparison that answered
             # "The passages hold no answer": no answer text is claimed (and none is cited).
             no_answer = bool(passages) and is_no_answer(out.text)
             text = "" if no_answer else out.text
@@ -367,6 +368,7 @@ def make_generate(res: Resources) -> Any:
                 )
                 if compared is not None and compared.answer is not None:
                     # Two dates read and ordered: the comparison answers, not the reader's pick.
+                    ordered = compared
                     text, uncertainty, signal = compared.answer, COMPARISON_P_WRONG, "comparison"
                     reader_attrs.update(
                         {
@@ -412,9 +414,7 @@ def make_generate(res: Resources) -> Any:
                 no_answer=no_answer,
                 decomposed=next_question is not None,
                 lookup=lookup is not None,
-                compared=compared.reason
-                if compared is not None and compared.answer is not None
-                else None,
+                compared=ordered.reason if ordered is not None else None,
             )
             update: dict[str, Any] = {
                 "signal_trace": out.trace,
@@ -422,9 +422,9 @@ def make_generate(res: Resources) -> Any:
                 "answer_entropy": out.mean_entropy,
                 **decision.update(),
             }
-            if compared is not None and compared.answer is not None:
+            if ordered is not None:
                 # The answer cites what it was read from, in or beyond the prompt's passages.
-                update["passages"] = cited_with(state, compared.read)
+                update["passages"] = cited_with(state, ordered.read)
             if out.fired_at is not None:
                 update.update(partial_answer=out.text, query=f"{question} {out.text}".strip())
             elif decision.next_node == "retrieve" and passages:

@@ -22,8 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = (ROOT / ".." / "shared" / "data").resolve()
+from generalization import DATA, ROOT  # the folder of this script is on sys.path
+
 OUTCOMES = ("right", "wrong", "missing", "open", "declined")
 
 

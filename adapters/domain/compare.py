@@ -10,9 +10,10 @@ after its dash, or the year the lead gives a film, book or band), and compare.
 
 It answers only what it can show: both passages found, both dates read, the dates
 different at the precision both give. Otherwise it says which option has no passage (a
-second hop can fetch it) or nothing, and the reader's pick stands. A comparison of a
-related entity's dates ("Which film has the director born first, X or Y?") is left to the
-reader: the dates are not in the options' own passages.
+second hop can fetch it) or nothing, and the reader's pick stands. A comparison of the
+options' directors' dates ("Which film has the director born first, X or Y?") follows
+"directed by …" from each option's passage to the director's own (``RELATIONS``); any
+other related entity (a father, a spouse) is left to the reader.
 
 The forms (cues, the lead's date layouts) were read off the 2WikiMultihopQA *train* split.
 """
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from setpoint.adapters.domain.choices import NAME_PARTICLES
 from setpoint.adapters.domain.dates import Attribute, DateRead, lifespan_order, read_date
 
 __all__ = [
@@ -43,10 +45,9 @@ __all__ = [
 #: paragraphs, 1 wrong of 83 answered, (1 + 1) / (83 + 2) (`benchmarks/comparisons.py`).
 COMPARISON_P_WRONG = 0.024
 
-# Lower-case words inside a person's name ("Erich von Stroheim"); "and" ends a name.
-_NAME_PARTICLES = frozenset(
-    ["de", "del", "della", "da", "di", "du", "van", "von", "der", "den", "la", "le", "bin", "ibn"]
-)
+# Lower-case words inside a person's name ("Erich von Stroheim"): the name particles of
+# ``choices`` without those only titles hold ("and" ends a director's name).
+_NAME_PARTICLES = (NAME_PARTICLES - {"of", "the", "and", "a", "in", "on"}) | {"della"}
 _EARLIEST = frozenset(
     ["first", "earlier", "earliest", "sooner", "before", "older", "oldest", "elder", "eldest"]
 )
@@ -89,7 +90,6 @@ _YEAR_EVENT = frozenset(
         "book",
         "novel",
         "band",
-        "founded",
     ]
 )
 #: Related entities whose dates a comparison may be about, and where an option's passage
