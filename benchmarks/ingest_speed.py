@@ -7,7 +7,7 @@ OpenVINO). Everything is measured in one process, interleaved: the passages are 
 per round), so a change in the machine's load falls on all paths alike; compare the
 paths' ratios, not absolute numbers across runs.
 
-1. Embedding alone: the texts ``setpoint ingest`` embeds (title + chunk, 64 passages per
+1. Embedding alone: the texts ``setpoint ingest`` embeds (title + chunk, ``INGEST_BATCH`` passages per
    call), passages/s per path; cosine of each text's vector to torch float32's.
 2. Vector-only recall, exact (numpy): ``--questions`` SQuAD dev questions (seed 0),
    gold passage's rank among all passages (a passage scores its best chunk); each path
@@ -33,6 +33,7 @@ from typing import Any
 from machine_info import machine  # the folder of this script is on sys.path
 
 from setpoint.adapters.lora.qa_data import default_squad_dir
+from setpoint.settings import INGEST_BATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,8 +128,8 @@ def _embedder(name: str, threads: int) -> Any:
     )
 
 
-def _groups(records: list[Any], size: int = 64) -> list[list[str]]:
-    """The texts ``write_passages`` embeds, one list per call (64 passages)."""
+def _groups(records: list[Any], size: int = INGEST_BATCH) -> list[list[str]]:
+    """The texts ``write_passages`` embeds, one list per call (``INGEST_BATCH`` passages)."""
     from setpoint.adapters.domain.chunking import ChunkPolicy, chunk_text
     from setpoint.adapters.weaviate.ingestion import embedding_text
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from setpoint.events import AskResult, ResultEvent, StreamEvent, events_from_chunk
-from setpoint.settings import Settings
+from setpoint.settings import INGEST_BATCH, Settings
 from setpoint.tracing import ATTR, configure_tracing, set_attributes, tracer_from
 
 if TYPE_CHECKING:
@@ -354,7 +354,7 @@ class Setpoint:
         progress: bool = True,
         sync: bool = False,
         chunking: Any = None,
-        batch_size: int = 64,
+        batch_size: int = INGEST_BATCH,
     ) -> Any:
         """Ingest a passage file (JSONL, Markdown, text) or folder; returns the ``IngestReport``.
 

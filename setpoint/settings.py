@@ -14,6 +14,7 @@ from setpoint.graphs.context import DEFAULT_SETPOINT
 __all__ = [
     "CONSISTENCY_LEVELS",
     "EMBED_BACKENDS",
+    "INGEST_BATCH",
     "WEAVIATE_VERSION",
     "Settings",
     "default_cache_dir",
@@ -24,6 +25,11 @@ CONSISTENCY_LEVELS = ("ONE", "QUORUM", "ALL")
 
 #: How texts are embedded; ``auto`` picks one of the others per machine.
 EMBED_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
+
+#: Passages per embedding call and write request of an ingest or re-embed. Texts are
+#: length-sorted within a call, so a larger one pads less: on SQuAD's 2,067 passages
+#: (2 cores, OpenVINO) 256 ingested 1.12x faster than 64, and 512 no faster than 256.
+INGEST_BATCH = 256
 
 #: The Weaviate server version ``setpoint setup`` builds and the embedded server runs.
 WEAVIATE_VERSION = "v1.39.0"

@@ -225,6 +225,14 @@ class Embedder(Embeddings):
         # Without native instructions bfloat16 is emulated and slower than float32.
         return str(model.device) == "cpu" and _cpu_has_native_bfloat16()
 
+    def load(self) -> None:
+        """Load the model (or export and compile the ONNX one) now instead of on first use.
+
+        ``write_passages`` calls it in a thread while the Weaviate server starts, so the
+        two start-ups overlap; a failure here is raised again by the first embedding.
+        """
+        _ = self.model if self.backend == "torch" else self.encoder
+
     @property
     def vector_name(self) -> str:
         """The Weaviate named vector of this embedder version (its record's, else ``default``).

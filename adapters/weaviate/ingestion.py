@@ -21,6 +21,7 @@ from setpoint.adapters.weaviate.batches import BatchWriter, WritePipeline
 from setpoint.adapters.weaviate.ledger import UnfinishedWrites
 from setpoint.adapters.weaviate.records import chunk_uuid
 from setpoint.errors import IngestError, InputError, RetrievalError
+from setpoint.settings import INGEST_BATCH
 
 if TYPE_CHECKING:
     from setpoint.adapters.weaviate.corpus import PassageRecord
@@ -181,7 +182,7 @@ def write_passages(
     records: Iterable[PassageRecord],
     *,
     source: str,
-    batch_size: int = 64,
+    batch_size: int = INGEST_BATCH,
     progress: bool = True,
     chunking: ChunkPolicy | None = None,
     prune: bool = False,
@@ -199,6 +200,7 @@ def write_passages(
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     policy = chunking or ChunkPolicy()
+    _load_in_background(store.embedder)
     try:
         # Connecting may start the embedded server: seconds count the ingest, not that.
         store.connect()
@@ -265,6 +267,24 @@ def write_passages(
             raise IngestError(str(exc)) from exc
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _load_in_background(embedder: Any) -> None:
+    """Start loading the embedder (if it can load ahead) while the caller connects.
+
+    Starting the embedded server and loading the model take seconds each and need
+    different resources (a child process; files and one core), so they overlap. Errors
+    are left to the first embedding, which loads again and raises them with its context.
+    """
+    load = getattr(embedder, "load", None)
+    if not callable(load):
+        return
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            load()
+
+    threading.Thread(target=run, name="setpoint-embedder-load", daemon=True).start()
 
 
 def _plan(
@@ -425,7 +445,7 @@ def ingest_path(
     sync: bool = False,
     progress: bool = True,
     chunking: ChunkPolicy | None = None,
-    batch_size: int = 64,
+    batch_size: int = INGEST_BATCH,
 ) -> IngestReport:
     """Ingest a passage file (JSONL, Markdown, text) or every such file in a folder.
 

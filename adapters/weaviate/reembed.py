@@ -11,6 +11,7 @@ from setpoint.adapters.weaviate.ingestion import embedding_text
 from setpoint.adapters.weaviate.ledger import UnfinishedWrites
 from setpoint.adapters.weaviate.records import STORED_PROPERTIES, vector_name_of
 from setpoint.errors import IngestError, RetrievalError
+from setpoint.settings import INGEST_BATCH
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -42,7 +43,7 @@ def reembed(
     store: WeaviateStore,
     embedder: Embeddings,
     *,
-    batch_size: int = 64,
+    batch_size: int = INGEST_BATCH,
     progress: bool = True,
 ) -> ReembedReport:
     """Give every stored chunk ``embedder``'s named vector; the other vectors stay as they are.

@@ -30,7 +30,7 @@ from setpoint.adapters.weaviate.records import (
 from setpoint.adapters.weaviate.schema import PassageCollection
 from setpoint.adapters.weaviate.search import search_passages
 from setpoint.errors import ConfigError, RetrievalError
-from setpoint.settings import Settings
+from setpoint.settings import INGEST_BATCH, Settings
 
 if TYPE_CHECKING:
     from langchain_core.embeddings import Embeddings
@@ -319,7 +319,7 @@ class WeaviateStore:
         records: Iterable[PassageRecord],
         *,
         source: str,
-        batch_size: int = 64,
+        batch_size: int = INGEST_BATCH,
         progress: bool = True,
         chunking: ChunkPolicy | None = None,
         prune: bool = False,

@@ -11,6 +11,7 @@ from setpoint.cli.jobs import run_calibrate, run_distill, run_eval, run_tune
 from setpoint.cli.options import number
 from setpoint.cli.serve import run_serve
 from setpoint.cli.trace import run_trace
+from setpoint.settings import INGEST_BATCH
 
 __all__ = ["build_parser"]
 
@@ -177,9 +178,7 @@ def _add_ingest(sub: _VerbParsers) -> None:
         default=30,
         help="words of the previous chunk repeated at the start of the next (default 30)",
     )
-    ingest.add_argument(
-        "--batch-size", type=int, default=64, help="passages per embedding and write batch"
-    )
+    ingest.add_argument("--batch-size", type=int, default=INGEST_BATCH, help="passages per batch")
     ingest.add_argument(
         "--recreate", action="store_true", help="delete the whole collection first, then ingest"
     )

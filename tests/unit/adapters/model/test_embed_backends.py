@@ -122,3 +122,43 @@ def test_auto_is_resolved_and_an_explicit_backend_kept(monkeypatch: pytest.Monke
     settings = Settings.from_env()
     assert Embedder.from_settings(settings).backend == "onnx"
     assert Embedder(Path("unused"), backend="auto").backend in {"torch", "onnx-int8", "openvino"}
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_text_gets_the_same_vector_alone_and_padded_in_a_batch(
+    model_dir: Path, cache_dir: Path, backend: str
+) -> None:
+    """Batches are tokenized once and padded to a multiple of 32; padding must not leak in."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    embedder = Embedder(model_dir, backend=backend, cache_dir=cache_dir, batch_size=3)
+    assert repr(embedder).endswith("not loaded)")
+    embedder.load()  # what an ingest does while the server starts
+    assert repr(embedder).endswith(" loaded)") and not repr(embedder).endswith("not loaded)")
+    together = np.array(embedder.embed_documents(TEXTS + [TEXTS[0]] * 3))
+    for i, text in enumerate(TEXTS):
+        alone = np.array(embedder.embed_query(text))
+        assert float(np.dot(alone, together[i])) >= 0.9999
+    assert np.allclose(together[len(TEXTS) :], together[0], atol=1e-5)
+
+
+def test_auto_on_a_machine_without_a_gpu_driver_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    from setpoint.adapters.model.embed_backends import gpu_driver_present
+
+    if gpu_driver_present():
+        pytest.skip("a GPU driver is installed here: auto asks torch")
+    code = (
+        "import sys\n"
+        "from setpoint.adapters.model.embed_backends import resolve_backend\n"
+        "chosen = resolve_backend('auto', native_bfloat16=True, device=None)\n"
+        "print(chosen, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    backend, imported = out.stdout.split()
+    assert backend in {"openvino", "torch", "onnx-int8"}
+    assert imported == "False"
