@@ -10,10 +10,8 @@ same decision compares with the reader setpoint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 
 from setpoint.adapters.domain.choices import closed_answers
@@ -21,7 +19,13 @@ from setpoint.adapters.domain.compare import COMPARISON_P_WRONG, compare_options
 from setpoint.adapters.domain.decompose import decompose
 from setpoint.adapters.domain.hops import bridge_query, echo_overlap
 from setpoint.adapters.lora.reader import is_no_answer
-from setpoint.agents.decide import after_generation, reader_setpoint, retrievals_spent
+from setpoint.agents.decide import (
+    after_generation,
+    read_again,
+    reader_setpoint,
+    retrievals_spent,
+)
+from setpoint.agents.decoding import Pass, decode, reread
 from setpoint.agents.probe import select_adapter
 from setpoint.agents.resources import Resources
 from setpoint.agents.thermostat import Thermostat
@@ -32,39 +36,11 @@ if TYPE_CHECKING:
 
     from setpoint.adapters.domain.compare import Comparison
     from setpoint.adapters.domain.reader_probe import ReaderProbe
-    from setpoint.adapters.model.generator import GeneratedToken, Generator, Passage
+    from setpoint.adapters.model.generator import Generator, Passage
     from setpoint.adapters.model.quoting import SpanConstraint
     from setpoint.graphs.context import Context
 
 __all__ = ["make_generate"]
-
-
-def _stream_writer() -> Any:
-    try:
-        return get_stream_writer()
-    except RuntimeError:  # called outside a graph run (unit tests of the node alone)
-        return lambda _chunk: None
-
-
-@dataclass
-class _Pass:
-    """What one decoding pass produced and measured."""
-
-    phase: str
-    trace: list[dict[str, Any]]
-    pieces: list[str] = field(default_factory=list)
-    entropies: list[float] = field(default_factory=list)
-    tokens: list[GeneratedToken] = field(default_factory=list)
-    fired_at: int | None = None
-    finish: str = "length"
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces).strip()
-
-    @property
-    def mean_entropy(self) -> float:
-        return sum(self.entropies) / len(self.entropies) if self.entropies else 0.0
 
 
 def _choose_adapter(
@@ -90,7 +66,7 @@ def _constraint(
     question: str,
     passages: list[Passage],
     options: tuple[str, ...],
-) -> Callable[[], SpanConstraint] | None:
+) -> Callable[..., SpanConstraint] | None:
     """What a pass may say, as a maker of fresh constraints (one per decoding); None: free.
 
     With grounded decoding: a question that names its answers (``options``,
@@ -109,67 +85,10 @@ def _constraint(
         said: tuple[str, ...] = (NO_ANSWER,) if passages else ()
         return lambda: SpanConstraint.for_generator(generator, [], extra=said, whole=options)
     extra = unquoted_answers(question)
-    return lambda: SpanConstraint.for_generator(generator, passages, extra=extra)
-
-
-def _decode(
-    generator: Generator,
-    prompt: list[int],
-    ctx: Context,
-    thermostat: Thermostat,
-    out: _Pass,
-    *,
-    constraint: Any,
-    keep_prompt: bool,
-    probe: ReaderProbe | None,
-) -> None:
-    """Stream tokens into ``out`` until a stop token, the length limit or the thermostat fires."""
-    write = _stream_writer()
-    token_stream = generator.stream(
-        prompt,
-        max_new_tokens=ctx.max_new_tokens,
-        logits_processor=constraint,
-        keep_prompt=keep_prompt,
-        capture_layers=probe.layers if probe is not None else (),
+    # A re-read passes the answer it must not begin with again (``decoding.reread``).
+    return lambda *barred: SpanConstraint.for_generator(
+        generator, passages, extra=extra, barred_starts=barred
     )
-    for token in token_stream:
-        out.tokens.append(token)
-        signals = token.signals
-        event = thermostat.update(
-            signals.surprisal if ctx.trigger == "surprisal" else signals.entropy
-        )
-        record = {
-            "phase": out.phase,
-            "step": token.index,
-            "token": token.text,
-            "entropy": round(signals.entropy, 4),
-            "ema": round(event.ema, 4),
-            "margin": round(signals.margin, 4),
-            "top_prob": round(signals.top_prob, 6),
-            "lens": {str(k): round(v, 4) for k, v in signals.lens_entropy.items()},
-            "fired": event.fired,
-        }
-        out.trace.append(record)
-        write({"type": "token", **record})
-        if token.token_id in generator.stop_ids:
-            out.finish = "stop"
-            break
-        out.pieces.append(token.text)
-        out.entropies.append(signals.entropy)
-        if event.fired:
-            out.fired_at, out.finish = token.index, "thermostat"
-            write(
-                {
-                    "type": "thermostat",
-                    "step": token.index,
-                    "ema": event.ema,
-                    "setpoint": ctx.setpoint,
-                }
-            )
-            break
-    # Closed now, not whenever it is collected: with keep_prompt, closing puts the
-    # prompt's KV cache back for the samples drawn after it.
-    token_stream.close()
 
 
 def _reader_uncertainty(
@@ -179,7 +98,7 @@ def _reader_uncertainty(
     prompt: list[int],
     question: str,
     passages: list[Passage],
-    out: _Pass,
+    out: Pass,
     probe: ReaderProbe | None,
     constrain: Callable[[], SpanConstraint] | None,
 ) -> tuple[float, dict[str, Any]]:
@@ -222,9 +141,7 @@ def _reader_uncertainty(
     }
 
 
-def _chat_attributes(
-    ctx: Context, out: _Pass, first: int, thermostat: Thermostat
-) -> dict[str, Any]:
+def _chat_attributes(ctx: Context, out: Pass, first: int, thermostat: Thermostat) -> dict[str, Any]:
     """The chat span's numbers after decoding (no text: what `setpoint trace` draws)."""
     return {
         ATTR.OUTPUT_TOKENS: len(out.pieces),
@@ -273,7 +190,7 @@ def make_generate(res: Resources) -> Any:
             ctx, int(state.get("retrieval_calls", 0)), bool(state.get("retrieval_unavailable"))
         )
         earlier = list(state.get("signal_trace") or [])
-        out = _Pass("reader" if passages else "closed_book", trace=list(earlier))
+        out = Pass("reader" if passages else "closed_book", trace=list(earlier))
         with node_span(res.tracer, "generate", **{"setpoint.phase": out.phase}) as node:
             generator = res.generator()
             options = closed_answers(str(question))
@@ -322,7 +239,7 @@ def make_generate(res: Resources) -> Any:
                         ATTR.ADAPTER: adapter,
                     },
                 )
-                _decode(
+                decode(
                     generator,
                     prompt,
                     ctx,
@@ -332,6 +249,14 @@ def make_generate(res: Resources) -> Any:
                     keep_prompt=samples > 0,
                     probe=probe,
                 )
+                echoed = ""
+                if (
+                    constrain is not None
+                    and passages
+                    and out.fired_at is None
+                    and read_again(ctx, answer=out.text, question=str(asked), options=options)
+                ):
+                    echoed, out = out.text, reread(generator, prompt, ctx, out, constrain, probe)
                 set_attributes(chat, _chat_attributes(ctx, out, len(earlier), thermostat))
                 if res.settings.trace_content:
                     set_attributes(
@@ -387,6 +312,11 @@ def make_generate(res: Resources) -> Any:
                     node,
                     {
                         "setpoint.grounded": constraint is not None,
+                        # The first read only repeated the question's words: read again.
+                        "setpoint.reread": bool(echoed),
+                        "setpoint.echoed_answer": echoed or None
+                        if res.settings.trace_content
+                        else None,
                         "setpoint.decomposed": next_question is not None,
                         **reader_attrs,
                         # The query is text: only with trace_content, like every text in spans.
@@ -415,6 +345,7 @@ def make_generate(res: Resources) -> Any:
                 decomposed=next_question is not None,
                 lookup=lookup is not None,
                 compared=ordered.reason if ordered is not None else None,
+                reread=echoed or None,
             )
             update: dict[str, Any] = {
                 "signal_trace": out.trace,

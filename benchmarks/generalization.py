@@ -71,7 +71,7 @@ TRAIN_SETS = {
     "2wikimultihopqa_train": "Gen2wikimultihopqaTrain",
     "musique_train": "GenMusiqueTrain",
 }
-STRATEGIES = ("setpoint", "always", "never", "two-hop", "no-compare")
+STRATEGIES = ("setpoint", "always", "never", "two-hop", "no-compare", "no-reread")
 #: What ``--strategies`` runs unless told: ``two-hop`` and ``no-compare`` are opt-in baselines.
 DEFAULT_STRATEGIES = ("setpoint", "always", "never")
 WARM_UP = "What is the capital of France?"
@@ -144,6 +144,8 @@ def contexts(sp: Any) -> dict[str, Any]:
         ),
         # The defaults without date comparisons: the reader picks between two options.
         "no-compare": sp.context(compare_dates=False),
+        # The defaults with a read echo kept, not read again.
+        "no-reread": sp.context(reread_echo=False),
     }
 
 

@@ -137,6 +137,11 @@ class Context:
     #: (or their directors', looked up by a second hop) and compared; the comparison, not
     #: the reader's pick, answers. False leaves every choice to the reader.
     compare_dates: bool = True
+    #: A read answer that only repeats words of the question ("Calpurnia" to "What is
+    #: Calpurnia's son's name?", ``hops.restates_question``) is read once more, the answer
+    #: not allowed to start as it did; the second read answers. Questions that name their
+    #: answers ("X or Y?") are left alone. False keeps the first read.
+    reread_echo: bool = True
     #: Score reader answers with the probe stored next to the reader adapter (``probe.json``,
     #: ``setpoint calibrate --reader``; the shipped reader has one): P(wrong) from the
     #: reader's hidden states and signals and from how well the passages around the answer

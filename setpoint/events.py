@@ -119,8 +119,10 @@ class NodeEvent(_Record):
 class TokenEvent(_Record):
     """One decoded token and its signals; ``ema`` is the thermostat's smoothed value.
 
-    ``phase`` is ``closed_book`` (no passages yet) or ``reader``; ``step`` starts again at 0
-    on each pass, and ``fired`` says the thermostat fired at this token.
+    ``phase`` is ``closed_book`` (no passages yet), ``reader``, or ``reread`` (the reader
+    again, after an answer that only repeated the question's words; it replaces that
+    answer); ``step`` starts again at 0 on each pass, and ``fired`` says the thermostat
+    fired at this token.
     """
 
     kind: ClassVar[Literal["token"]] = "token"

@@ -18,6 +18,7 @@ __all__ = [
     "echo_overlap",
     "merge_passages",
     "named_entities",
+    "restates_question",
 ]
 
 #: Answers with fewer content words are never echoes: "Paris" to "Is Paris in France?"
@@ -45,6 +46,24 @@ def echo_overlap(answer: str, question: str) -> float:
         return 0.0
     asked = set(words(question))
     return sum(w in asked for w in said) / len(said)
+
+
+def restates_question(answer: str, question: str) -> bool:
+    """Whether every content word of a read answer is already in the question.
+
+    Such an answer names what was asked about, not what was asked ("Calpurnia" to "What
+    is Calpurnia's son's name?"): quoting the passage's words for the question's subject
+    is a reader's typical slip. Answers without content words never count. The caller
+    leaves out questions that name their answers ("X or Y?").
+
+    Example:
+        >>> restates_question("Calpurnia", "calpurnia son name in to kill a mockingbird")
+        True
+        >>> restates_question("Zeebo", "calpurnia son name in to kill a mockingbird")
+        False
+    """
+    said = words(answer)
+    return bool(said) and set(said) <= set(words(question))
 
 
 #: Names from the best passage that the second hop's query may add (besides its title).

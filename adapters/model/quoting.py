@@ -70,6 +70,19 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def _begins(text: str, at: int, prefix: str) -> bool:
+    """Whether the quote starting at ``at`` (a leading space skipped) begins with ``prefix``'s words.
+
+    Example:
+        >>> _begins("the son of Calpurnia", 3, "son"), _begins("a sonnet", 1, "son")
+        (True, False)
+    """
+    if text[at : at + 1] == " ":
+        at += 1
+    end = at + len(prefix)
+    return text.startswith(prefix, at) and (end == len(text) or not text[end].isalnum())
+
+
 @dataclass(frozen=True)
 class Quote:
     """Where an answer sits in a passage (character offsets into the passage's original text)."""
@@ -118,6 +131,7 @@ class SpanConstraint:
         table: TokenTable,
         stop_ids: Sequence[int],
         whole: Sequence[str] = (),
+        barred_starts: Sequence[str] = (),
     ) -> None:
         self.texts = [_normalise(t) for t in (*texts, *whole)]
         self.table = table
@@ -133,6 +147,14 @@ class SpanConstraint:
                     self._positions.add((i, j))
                     if j > 0 and text[j - 1] == " ":
                         self._positions.add((i, j - 1))
+        barred = [b for b in (_normalise(t) for t in barred_starts) if b]
+        if barred:
+            # No quote may begin with a barred text (a word-aligned prefix), from any place.
+            self._positions = {
+                (i, j)
+                for i, j in self._positions
+                if not any(_begins(self.texts[i], j, b) for b in barred)
+            }
         self._consumed = 0
         self._answer = ""
 
@@ -143,16 +165,19 @@ class SpanConstraint:
         passages: Sequence[Passage],
         extra: Sequence[str] = (),
         whole: Sequence[str] = (),
+        barred_starts: Sequence[str] = (),
     ) -> SpanConstraint:
         """Quotes of ``passages`` for ``generator``'s tokenizer; ``extra`` texts are allowed too.
 
-        ``whole`` texts are allowed as well, each only in full.
+        ``whole`` texts are allowed as well, each only in full. No answer may begin with
+        one of ``barred_starts`` (whole words): a re-read that must not say it again.
         """
         return cls(
             [*(p.text for p in passages), *extra],
             TokenTable.of(generator.tokenizer),
             sorted(generator.stop_ids),
             whole=whole,
+            barred_starts=barred_starts,
         )
 
     @property

@@ -29,6 +29,7 @@ CONTEXT_FLAGS = (
     "hop_setpoint",
     "nested_hops",
     "compare_dates",
+    "reread_echo",
     "top_k",
     "alpha",
     "max_new_tokens",

@@ -78,6 +78,7 @@ def _run_context_flags(p: argparse.ArgumentParser) -> None:
             "instead of the bridge first and the rest on the second hop",
         ),
         ("--no-compare-dates", "let the reader pick between two options, not their dates"),
+        ("--no-reread-echo", "keep a read answer that only repeats words of the question"),
     ):
         # Off switches: absent leaves the Context default (None is not an override).
         dest = flag.removeprefix("--no-").replace("-", "_")

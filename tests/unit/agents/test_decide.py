@@ -359,6 +359,35 @@ def generation(**kw: Any) -> Decision[Any]:
             {"read_passages": True, "reader_uncertainty": 0.5, "ctx": Context(reader_setpoint=0.5)},
             ("check_output", "retrieve", None),
         ),
+        # a re-read after an echo is doubtful however sure the reader: a hop, then unsure
+        (
+            {
+                "read_passages": True,
+                "reader_uncertainty": 0.1,
+                "reread": "Calpurnia",
+                "bridge": "q Zeebo",
+            },
+            (
+                "retrieve",
+                "retrieve",
+                "second hop: the first read only repeated the question ('Calpurnia'); "
+                "query 'q Zeebo'",
+            ),
+        ),
+        (
+            {
+                "read_passages": True,
+                "reader_uncertainty": 0.1,
+                "reread": "Calpurnia",
+                "retrievals_used": 2,
+                "bridge": "q Zeebo",
+            },
+            (
+                "check_output",
+                "retrieve",
+                "unsure:the first read only repeated the question ('Calpurnia')",
+            ),
+        ),
     ],
 )
 def test_after_generation(kw: dict[str, Any], expected: tuple[Any, ...]) -> None:

@@ -243,19 +243,17 @@ def test_an_unsure_result_without_text_says_the_passages_do_not_answer(
     assert "best guess" not in text
 
 
-def test_no_nested_hops_flag_turns_the_split_off_and_its_absence_leaves_the_default() -> None:
+@pytest.mark.parametrize(
+    ("flag", "field"),
+    [
+        ("--no-nested-hops", "nested_hops"),
+        ("--no-compare-dates", "compare_dates"),
+        ("--no-reread-echo", "reread_echo"),
+    ],
+)
+def test_off_switches_override_only_when_given(flag: str, field: str) -> None:
     from setpoint.cli.options import context_overrides
 
-    off = build_parser().parse_args(
-        ["ask", "Where was the director of film X born?", "--no-nested-hops"]
-    )
-    assert context_overrides(off) == {"nested_hops": False}
-    assert "nested_hops" not in context_overrides(build_parser().parse_args(["ask", "q?"]))
-
-
-def test_no_compare_dates_flag_leaves_the_choice_to_the_reader() -> None:
-    from setpoint.cli.options import context_overrides
-
-    off = build_parser().parse_args(["ask", "Who was born first, X or Y?", "--no-compare-dates"])
-    assert context_overrides(off) == {"compare_dates": False}
-    assert "compare_dates" not in context_overrides(build_parser().parse_args(["ask", "q?"]))
+    off = build_parser().parse_args(["ask", "Who was born first, X or Y?", flag])
+    assert context_overrides(off) == {field: False}
+    assert field not in context_overrides(build_parser().parse_args(["ask", "q?"]))

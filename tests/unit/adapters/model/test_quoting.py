@@ -242,3 +242,35 @@ def test_whole_texts_are_said_entire_or_not_at_all() -> None:
     # quotes of passages beside them still start anywhere a word does
     mixed = SpanConstraint([PASSAGES[0].text], table, stops, whole=["paris france"])
     assert vocab["broncos"] in mixed.allowed([])
+
+
+def test_a_barred_start_is_never_said_again_from_any_place(tiny_generator: Generator) -> None:
+    """A re-read bars its first answer as a start (whole words), wherever the passage has it."""
+    passage = [Passage("c1", "France", "capital of france is the capital of france")]
+    table = TokenTable.of(tiny_generator.tokenizer)
+
+    def first_words(constraint: SpanConstraint) -> set[str]:
+        return {table.text_of[i].strip() for i in constraint.allowed([])} - {""}
+
+    free = SpanConstraint.for_generator(tiny_generator, passage)
+    barred = SpanConstraint.for_generator(tiny_generator, passage, barred_starts=("capital",))
+    assert "capital" in first_words(free)
+    assert first_words(barred) == first_words(free) - {"capital"}
+    # a longer barred text bars only the places where all of it follows
+    longer = SpanConstraint.for_generator(
+        tiny_generator, passage, barred_starts=("the capital of france",)
+    )
+    assert first_words(longer) == first_words(free) - {"the"}
+    # random walks through a barred constraint still only spell quotes, none of them barred
+    rng = random.Random(0)
+    for _ in range(50):
+        walk = SpanConstraint.for_generator(tiny_generator, passage, barred_starts=("capital",))
+        ids: list[int] = []
+        while (options := walk.allowed(ids)) and len(ids) < 8:
+            token = rng.choice(options)
+            if token in walk.stop_ids:
+                break
+            ids.append(token)
+        said = normalised(walk.answer)
+        assert said in normalised(passage[0].text)
+        assert not (said + " ").startswith("capital ")
