@@ -356,8 +356,10 @@ def after_generation(
       budget lasts, however sure the reader was: the question is not answered yet.
     - Read again because the first read only repeated the question (``reread``: that first
       answer, ``read_again``): doubtful like an unsure reader (a second hop while the
-      budget lasts, else ``unsure``): a re-read's answer was right in 2 of 8 on a NQ-open
-      dev part and 3 of 17 in the generalisation run, far below sure answers.
+      budget lasts, else ``unsure``; ``Context.hop_setpoint`` / ``reader_setpoint`` set
+      to inf turn either off, as for the reader's own doubt): a re-read's answer was right
+      in 2 of 8 on a NQ-open dev part and 3 of 17 in the generalisation run, far below
+      sure answers.
     - Read a comparison of two options, and no passage is about one of them (``lookup``;
       ``bridge`` is then that option, ``compare.compare_options``): a second hop for it
       while the budget lasts, however sure the reader was. An ordered comparison answers
@@ -402,8 +404,12 @@ def after_generation(
     doubt = reader_uncertainty > setpoint
     hop_at = setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
     hop_doubt = reader_uncertainty > hop_at or (math.isnan(reader_uncertainty) and hop_at < 0)
+    # A re-read is doubtful whatever the reader's signal; set to inf, the same knobs that
+    # stop the reader's own doubt (a hop, "not sure") stop this one.
     echoed = f"the first read only repeated the question ({reread!r})" if reread else None
-    if (hop_doubt or not answered or echoed) and budget_left and bridge is not None:
+    hop_knob = ctx.reader_setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
+    hop_echo = echoed is not None and hop_knob != math.inf
+    if (hop_doubt or not answered or hop_echo) and budget_left and bridge is not None:
         knob = "reader setpoint" if ctx.hop_setpoint is None else "hop setpoint"
         what = (
             f"reader uncertainty {reader_uncertainty:.2f} > {knob} {hop_at:g}"
@@ -425,7 +431,7 @@ def after_generation(
             f"unsure:reader uncertainty {reader_uncertainty:.2f} > reader setpoint {setpoint:g}",
             "unsure",
         )
-    if echoed:
+    if echoed and ctx.reader_setpoint != math.inf:
         return Decision("check_output", "retrieve", f"unsure:{echoed}", "unsure")
     return Decision("check_output", "retrieve", compared, status="answered")
 

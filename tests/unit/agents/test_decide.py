@@ -388,6 +388,17 @@ def generation(**kw: Any) -> Decision[Any]:
                 "unsure:the first read only repeated the question ('Calpurnia')",
             ),
         ),
+        # ... under the reader's own knobs: inf hop and reader setpoints turn both off
+        (
+            {
+                "read_passages": True,
+                "reader_uncertainty": 0.1,
+                "reread": "Calpurnia",
+                "bridge": "q Zeebo",
+                "ctx": Context(reader_setpoint=math.inf, hop_setpoint=math.inf),
+            },
+            ("check_output", "retrieve", None),
+        ),
     ],
 )
 def test_after_generation(kw: dict[str, Any], expected: tuple[Any, ...]) -> None:
