@@ -293,20 +293,16 @@ def reader_setpoint(ctx: Context, signal: str, probe_setpoint: float | None = No
 def read_again(ctx: Context, *, answer: str, question: str, options: tuple[str, ...]) -> bool:
     """Whether a finished read answer should be read once more (``decoding.reread``).
 
-    It should when it only repeats words of the question (``hops.restates_question``:
-    "Calpurnia" to "What is Calpurnia's son's name?"), the reader's typical slip of quoting
-    the subject instead of the answer. Never for a question that names its answers ("X or
-    Y?", ``options``): naming one answers it. ``Context.reread_echo`` switches it off. (The
-    node re-reads grounded reads only: only they can be barred from beginning the same way.)
+    Yes when it only repeats words of the question (``hops.restates_question``: "Calpurnia"
+    to "What is Calpurnia's son's name?"), the reader quoting the subject, not the answer;
+    never for a question that names its answers ("X or Y?", ``options``), nor with
+    ``Context.reread_echo`` off. (Only grounded reads can be barred from beginning alike.)
 
     Example:
         >>> from setpoint.graphs.context import Context
-        >>> read_again(Context(), answer="Steve McGarrett",
-        ...            question="Who played the original Steve McGarrett?", options=())
+        >>> read_again(Context(), answer="Steve McGarrett", question="Who played Steve McGarrett?",
+        ...            options=())
         True
-        >>> read_again(Context(), answer="Paris", question="Paris or Denver?",
-        ...            options=("Paris", "Denver"))
-        False
     """
     return (
         ctx.reread_echo
@@ -354,12 +350,10 @@ def after_generation(
     - Read the first half of a nested question (``decomposed``; ``bridge`` is then the
       second half's question, with the first read's answer in it): a second hop while the
       budget lasts, however sure the reader was: the question is not answered yet.
-    - Read again because the first read only repeated the question (``reread``: that first
-      answer, ``read_again``): doubtful like an unsure reader (a second hop while the
-      budget lasts, else ``unsure``; ``Context.hop_setpoint`` / ``reader_setpoint`` set
-      to inf turn either off, as for the reader's own doubt): a re-read's answer was right
-      in 2 of 8 on a NQ-open dev part and 3 of 17 in the generalisation run, far below
-      sure answers.
+    - Read again because the first read only repeated the question (``reread``, that first
+      answer): doubtful like an unsure read, under the same inf knobs (a second hop while
+      the budget lasts, else ``unsure``): re-read answers were right 2 of 8 times on a
+      NQ-Open dev part, 3 of 17 in the generalisation run.
     - Read a comparison of two options, and no passage is about one of them (``lookup``;
       ``bridge`` is then that option, ``compare.compare_options``): a second hop for it
       while the budget lasts, however sure the reader was. An ordered comparison answers
@@ -404,8 +398,7 @@ def after_generation(
     doubt = reader_uncertainty > setpoint
     hop_at = setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
     hop_doubt = reader_uncertainty > hop_at or (math.isnan(reader_uncertainty) and hop_at < 0)
-    # A re-read is doubtful whatever the reader's signal; set to inf, the same knobs that
-    # stop the reader's own doubt (a hop, "not sure") stop this one.
+    # A re-read is doubtful whatever the signal; the knobs that stop the reader's doubt stop it.
     echoed = f"the first read only repeated the question ({reread!r})" if reread else None
     hop_knob = ctx.reader_setpoint if ctx.hop_setpoint is None else ctx.hop_setpoint
     hop_echo = echoed is not None and hop_knob != math.inf

@@ -72,7 +72,8 @@ TRAIN_SETS = {
     "musique_train": "GenMusiqueTrain",
 }
 STRATEGIES = ("setpoint", "always", "never", "two-hop", "no-compare", "no-reread")
-#: What ``--strategies`` runs unless told: ``two-hop`` and ``no-compare`` are opt-in baselines.
+#: What ``--strategies`` runs unless told: ``two-hop``, ``no-compare`` and ``no-reread`` are
+#: opt-in baselines.
 DEFAULT_STRATEGIES = ("setpoint", "always", "never")
 WARM_UP = "What is the capital of France?"
 

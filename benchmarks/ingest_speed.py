@@ -7,8 +7,8 @@ OpenVINO). Everything is measured in one process, interleaved: the passages are 
 per round), so a change in the machine's load falls on all paths alike; compare the
 paths' ratios, not absolute numbers across runs.
 
-1. Embedding alone: the texts ``setpoint ingest`` embeds (title + chunk, ``INGEST_BATCH`` passages per
-   call), passages/s per path; cosine of each text's vector to torch float32's.
+1. Embedding alone: the texts ``setpoint ingest`` embeds (title + chunk, ``INGEST_BATCH``
+   passages per call), passages/s per path; cosine of each text's vector to torch float32's.
 2. Vector-only recall, exact (numpy): ``--questions`` SQuAD dev questions (seed 0),
    gold passage's rank among all passages (a passage scores its best chunk); each path
    embeds queries and passages itself, and ``mixed`` rows pair a path's passages with

@@ -28,7 +28,7 @@ EMBED_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino")
 
 #: Passages per embedding call and write request of an ingest or re-embed. Texts are
 #: length-sorted within a call, so a larger one pads less: on SQuAD's 2,067 passages
-#: (2 cores, OpenVINO) 256 ingested 1.12x faster than 64, and 512 no faster than 256.
+#: (2 cores, OpenVINO) 256 ingested 1.09-1.13x faster than 64, and 512 no faster than 256.
 INGEST_BATCH = 256
 
 #: The Weaviate server version ``setpoint setup`` builds and the embedded server runs.

@@ -252,8 +252,10 @@ class OnnxEncoder:
 
 
 #: Batches are padded to a multiple of this many tokens. The runtimes prepare kernels
-#: per input shape, and MiniLM's 256 tokens then give 8 lengths instead of 256: measured
-#: (benchmarks/ingest_speed.py) 3-5 % faster on OpenVINO and no first-batch stalls.
+#: per input shape, and MiniLM's 256 tokens then give 8 lengths instead of 256. Measured
+#: alone on SQuAD's 2,315 chunks (OpenVINO, 2 cores) it was within a few per cent of
+#: padding to the longest text; with one tokenization per call it is part of the 1.4x
+#: whole-command gain in BENCHMARKS.md ("Ingest speed, the whole command").
 PAD_MULTIPLE = 32
 
 

@@ -26,6 +26,7 @@ from setpoint.agents.decide import (
     final_route,
     on_retrieval_error,
     output_problem,
+    read_again,
 )
 from setpoint.errors import SetpointError
 from setpoint.graphs.context import DEFAULT_READER_SETPOINT, Context
@@ -592,3 +593,19 @@ def test_a_question_of_two_facts_is_retrieved_for_unless_closed_book_is_asked() 
     closed_book = Context(probe_setpoint=math.inf, setpoint=math.inf)
     assert after_probe(0.1, closed_book, multi_fact=why).route == "answer"
     assert after_probe(0.1, Context(max_retrievals=0), multi_fact=why).route == "answer"
+
+
+@pytest.mark.parametrize(
+    ("answer", "question", "options", "ctx", "again"),
+    [
+        ("Steve McGarrett", "Who played Steve McGarrett?", (), Context(), True),
+        ("Jack Lord", "Who played Steve McGarrett?", (), Context(), False),
+        # naming one of the question's options answers it
+        ("Paris", "Paris or Denver?", ("Paris", "Denver"), Context(), False),
+        ("Steve McGarrett", "Who played Steve McGarrett?", (), Context(reread_echo=False), False),
+    ],
+)
+def test_read_again(
+    answer: str, question: str, options: tuple[str, ...], ctx: Context, again: bool
+) -> None:
+    assert read_again(ctx, answer=answer, question=question, options=options) is again

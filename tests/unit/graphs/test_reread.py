@@ -21,11 +21,12 @@ QUESTION = "what is the capital of france ?"
 ECHO_ONLY = {"id": "c1", "title": "france", "text": "capital of france is the capital of france"}
 
 
-def read(res: Resources, **ctx: Any) -> dict[str, Any]:
+def read(res: Resources, question: str = QUESTION, **ctx: Any) -> dict[str, Any]:
+    """Retrieve first, one retrieval: the answer given is the read's."""
     context = Context(
         max_new_tokens=6, probe_setpoint=0.0, setpoint=math.inf, max_retrievals=1, **ctx
     )
-    return dict(build_graph(res).invoke({"question": QUESTION}, context=context))
+    return dict(build_graph(res).invoke({"question": question}, context=context))
 
 
 def reads(spans: InMemorySpanExporter) -> list[dict[str, Any]]:
@@ -68,9 +69,7 @@ def test_switched_off_or_on_a_question_naming_its_answers_the_first_read_stands(
     assert restates_question(out["answer"], QUESTION)
     # "X or Y?": naming one of the options is the answer, never an echo
     spans.clear()
-    question = "which city is older , paris or denver ?"
-    context = Context(max_new_tokens=6, probe_setpoint=0.0, setpoint=math.inf, max_retrievals=1)
-    chosen = dict(build_graph(res).invoke({"question": question}, context=context))
+    chosen = read(res, "which city is older , paris or denver ?")
     assert chosen["answer"] in ("paris", "denver")
     assert reads(spans)[0]["setpoint.reread"] is False
 
