@@ -237,6 +237,7 @@ def make_generate(res: Resources) -> Any:
                         ATTR.REQUEST_TEMPERATURE: 0.0,
                         ATTR.INPUT_TOKENS: len(prompt),
                         ATTR.ADAPTER: adapter,
+                        ATTR.PRECISION: str(generator.model.dtype).removeprefix("torch."),
                     },
                 )
                 decode(

@@ -90,6 +90,7 @@ class Resources:
                 self._generator = Generator.from_pretrained(
                     settings.generator_dir,
                     threads=settings.threads,
+                    precision=settings.precision,
                     batching=BatchLimits(settings.max_batch, settings.max_queue)
                     if settings.batching
                     else None,

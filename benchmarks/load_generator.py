@@ -136,10 +136,13 @@ def run_in_process(levels: list[int], duration: float, general: list[str]) -> di
     settings = Settings.from_env()
     # Two copies of the weights: PEFT wraps a model in place, so two generators on one model
     # would switch each other's adapter layers.
-    serial = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
+    serial = Generator.from_pretrained(
+        settings.generator_dir, threads=settings.threads, precision=settings.precision
+    )
     batched = Generator.from_pretrained(
         settings.generator_dir,
         threads=settings.threads,
+        precision=settings.precision,
         batching=BatchLimits(settings.max_batch, settings.max_queue),
     )
     for generator in (serial, batched):

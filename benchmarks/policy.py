@@ -298,7 +298,9 @@ def bench_reader(
     from setpoint.tools.support import support_score
 
     settings = Settings.from_env()
-    generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
+    generator = Generator.from_pretrained(
+        settings.generator_dir, threads=settings.threads, precision=settings.precision
+    )
     thresholds = Context()
     rng = random.Random(21)
     ids = list(passages)

@@ -229,7 +229,9 @@ def main() -> None:
         results["retrieval_recall_at_3"] = recall / len(questions)
         print(f"gold passage in the top 3: {recall / len(questions):.3f}")
 
-    generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
+    generator = Generator.from_pretrained(
+        settings.generator_dir, threads=settings.threads, precision=settings.precision
+    )
     generator.load_adapter(adapter_dir, "reader")
     probe = load_reader_probe(adapter_dir)
     TokenTable.of(generator.tokenizer)  # built once per process; keep it out of the timings

@@ -88,7 +88,9 @@ def main() -> None:
     from setpoint.settings import Settings
 
     settings = Settings.from_env()
-    generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
+    generator = Generator.from_pretrained(
+        settings.generator_dir, threads=settings.threads, precision=settings.precision
+    )
     items = _items(args.squad, args.multihop, args.seed)
     rows: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     started = time.perf_counter()

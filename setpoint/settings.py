@@ -129,6 +129,10 @@ class Settings:
     #: calibrated default (``thermostat_setpoint``).
     setpoint: float | None = None
     threads: int | None = None
+    #: The generator's float type when serving (``SETPOINT_PRECISION``): ``auto`` (bfloat16
+    #: on CPUs that compute it natively, else float32), ``float32`` or ``bfloat16``.
+    #: Training (``setpoint tune``, ``distill``) always runs in float32.
+    precision: str = "auto"
     #: Knowledge adapters (PEFT folders) the graph picks from per question
     #: (``SETPOINT_ADAPTERS``, comma-separated); see ``agents.probe.select_knowledge``.
     adapters: tuple[str, ...] = ()
@@ -184,6 +188,7 @@ class Settings:
             max_question_chars=_env_int("MAX_QUESTION_CHARS", 2000),
             setpoint=None if _env("SETPOINT") is None else _env_float("SETPOINT", DEFAULT_SETPOINT),
             threads=threads or None,
+            precision=(_env("PRECISION") or "auto").strip().lower(),
             adapters=tuple(a.strip() for a in (_env("ADAPTERS") or "").split(",") if a.strip()),
             calibration_file=path("CALIBRATION"),
             review=_env_bool("REVIEW", False),
@@ -222,6 +227,12 @@ class Settings:
             raise ConfigError(
                 f"SETPOINT_EMBED_BACKEND={self.embed_backend!r} is not one of "
                 f"{', '.join(EMBED_BACKENDS)}"
+            )
+        from setpoint.adapters.model.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"SETPOINT_PRECISION={self.precision!r} is not one of {', '.join(PRECISIONS)}"
             )
         if self.weaviate_timeout_s <= 0:
             raise ConfigError("SETPOINT_WEAVIATE_TIMEOUT must be a positive number of seconds")

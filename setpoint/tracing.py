@@ -92,6 +92,8 @@ class ATTR:
     SETPOINT = "setpoint.setpoint"
     RETRIEVAL_CALLS = "setpoint.retrieval_calls"
     ADAPTER = "setpoint.adapter"
+    #: The generator's weights: ``float32`` or ``bfloat16`` (``SETPOINT_PRECISION``).
+    PRECISION = "setpoint.precision"
     NODE = "setpoint.node"
     PASSAGE_IDS = "setpoint.passage_ids"
     DROPPED_PASSAGES = "setpoint.dropped_passages"

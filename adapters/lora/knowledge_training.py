@@ -25,12 +25,12 @@ def update_config(config: TuningConfig, adapter_dir: Path) -> TuningConfig:
     """``config`` continuing the adapter in ``adapter_dir``: its rank, alpha and target modules, qa task."""
     from dataclasses import replace
 
-    from peft import PeftConfig
+    from peft import LoraConfig
 
     directory = Path(adapter_dir).expanduser()
     if not (directory / "adapter_config.json").is_file():
         raise ConfigError(f"no adapter to update at {directory} (adapter_config.json missing)")
-    saved = PeftConfig.from_pretrained(str(directory))
+    saved = LoraConfig.from_pretrained(str(directory))
     return replace(
         config,
         task="qa",

@@ -159,12 +159,12 @@ def lora_model(generator: Generator, config: TuningConfig) -> Any:
 
 
 def _continued_adapter(generator: Generator, config: TuningConfig) -> Any:
-    from peft import PeftConfig, PeftModel
+    from peft import LoraConfig, PeftModel
 
     directory = Path(str(config.init_adapter)).expanduser()
     if not (directory / "adapter_config.json").is_file():
         raise ConfigError(f"no adapter to continue at {directory} (adapter_config.json missing)")
-    saved = PeftConfig.from_pretrained(str(directory))
+    saved = LoraConfig.from_pretrained(str(directory))
     targets = sorted(saved.target_modules or ())
     if saved.r != config.rank or targets != sorted(config.target_modules):
         raise ConfigError(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.embeddings import Embeddings
 
 from setpoint.adapters.model.embed_backends import EMBED_BACKENDS, resolve_backend
+from setpoint.adapters.model.precision import PRECISIONS, cpu_has_native_bfloat16, use_bfloat16
 from setpoint.errors import ModelError, ProvisioningError
 from setpoint.settings import Settings, default_cache_dir
 
@@ -33,22 +34,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-_PRECISIONS = ("auto", "float32", "bfloat16")
-
-
-def _cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (Linux: its /proc/cpuinfo flags)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 class Embedder(Embeddings):
@@ -99,9 +84,9 @@ class Embedder(Embeddings):
         cache_dir: Path | None = None,
         threads: int | None = None,
     ) -> None:
-        if precision not in _PRECISIONS:
+        if precision not in PRECISIONS:
             raise ModelError(
-                f"embedder precision {precision!r} is not one of {', '.join(_PRECISIONS)}"
+                f"embedder precision {precision!r} is not one of {', '.join(PRECISIONS)}"
             )
         if backend not in EMBED_BACKENDS:
             raise ModelError(
@@ -186,7 +171,7 @@ class Embedder(Embeddings):
         if self._backend is None:
             self._backend = resolve_backend(
                 self.requested_backend,
-                native_bfloat16=_cpu_has_native_bfloat16(),
+                native_bfloat16=cpu_has_native_bfloat16(),
                 device=self.device,
             )
         return self._backend
@@ -220,10 +205,7 @@ class Embedder(Embeddings):
             ) from exc
 
     def _use_bfloat16(self, model: SentenceTransformer) -> bool:
-        if self.precision != "auto":
-            return self.precision == "bfloat16"
-        # Without native instructions bfloat16 is emulated and slower than float32.
-        return str(model.device) == "cpu" and _cpu_has_native_bfloat16()
+        return use_bfloat16(self.precision, what="embedder", on_cpu=str(model.device) == "cpu")
 
     def load(self) -> None:
         """Load the model (or export and compile the ONNX one) now instead of on first use.
@@ -253,7 +235,7 @@ class Embedder(Embeddings):
         with native bfloat16).
         """
         if self.backend == "openvino":
-            return "bfloat16" if _cpu_has_native_bfloat16() else "float32"
+            return "bfloat16" if cpu_has_native_bfloat16() else "float32"
         if self.backend != "torch":
             return "int8" if self.backend == "onnx-int8" else "float32"
         return str(next(self.model.parameters()).dtype).removeprefix("torch.")

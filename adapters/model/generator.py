@@ -131,11 +131,18 @@ class Generator(LoraSwitch):
         threads: int | None = None,
         lens_layers: Sequence[int] | None = None,
         batching: BatchLimits | None = None,
+        precision: str = "float32",
     ) -> Generator:
-        """Load a local Hugging Face model directory (safetensors + tokenizer) in fp32.
+        """Load a local Hugging Face model directory (safetensors + tokenizer).
 
         ``batching`` turns on the scheduler that decodes concurrent calls together.
+        ``precision`` (``adapters.model.precision``): the weights' float type. Training
+        keeps float32; serving takes ``Settings.precision`` (``auto``: bfloat16 on CPUs
+        that compute it natively). Signals and hidden states are returned in float32.
         """
+        from setpoint.adapters.model.precision import use_bfloat16
+
+        bfloat16 = use_bfloat16(precision, what="generator")
         directory = Path(path).expanduser()
         if not (directory / "config.json").is_file():
             raise ModelError(
@@ -151,7 +158,9 @@ class Generator(LoraSwitch):
             torch.set_num_threads(threads)
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, dtype=torch.bfloat16 if bfloat16 else torch.float32
+            )
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"could not load the model at {directory}: {first}") from exc

@@ -112,7 +112,10 @@ def _calibrate_reader(args: argparse.Namespace) -> int:
         Path(args.squad_dir) if args.squad_dir else default_squad_dir(), option="--squad-dir"
     )
     questions = unseen_training_questions(dataset, split.train, seen, args.limit or None)
-    generator = Generator.from_pretrained(settings.generator_dir, threads=settings.threads)
+    # The probe reads the hidden states the served generator will give it: same precision.
+    generator = Generator.from_pretrained(
+        settings.generator_dir, threads=settings.threads, precision=settings.precision
+    )
     generator.set_adapter(generator.load_adapter(directory, "reader"))
     features = default_features(int(generator.model.config.num_hidden_layers))
     rows = collect_probe_rows(generator, dataset, split.train, questions, features)

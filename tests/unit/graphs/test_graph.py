@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from setpoint.agents.resources import Resources
@@ -238,6 +239,12 @@ def test_prompt_text_only_when_opted_in(resources: Resources, spans: InMemorySpa
     run(res, "who won the super bowl ?", setpoint=math.inf)
     chat = next(s for s in spans.get_finished_spans() if s.name.startswith("chat "))
     assert "super bowl" in chat.attributes["gen_ai.input.messages"]
+    assert chat.attributes["setpoint.precision"] == "float32"  # the tiny model's weights
+    resources.generator().model.to(torch.bfloat16)
+    spans.clear()
+    run(res, "who won the super bowl ?", setpoint=math.inf)
+    chat = next(s for s in spans.get_finished_spans() if s.name.startswith("chat "))
+    assert chat.attributes["setpoint.precision"] == "bfloat16"
 
 
 def test_still_uncertain_after_budget_escalates(resources: Resources) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -87,7 +88,8 @@ def test_missing_model_dir_is_clear(tmp_path: object) -> None:
         Generator.from_pretrained(f"{tmp_path}/nope")
 
 
-def test_lora_adapter_load_and_switch(any_family_generator: Generator, tmp_path: object) -> None:
+def save_random_adapter(model: Any, directory: str) -> Any:
+    """A random (non-zero) q/v LoRA on ``model``, saved to ``directory``; the PEFT model."""
     from peft import LoraConfig, get_peft_model
 
     from setpoint.adapters.model.peft_init import quiet_peft_init
@@ -95,10 +97,14 @@ def test_lora_adapter_load_and_switch(any_family_generator: Generator, tmp_path:
     torch.manual_seed(1)
     with quiet_peft_init():
         peft_model = get_peft_model(
-            any_family_generator.model,
-            LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+            model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
         )
-    peft_model.save_pretrained(f"{tmp_path}/a1")
+    peft_model.save_pretrained(directory)
+    return peft_model
+
+
+def test_lora_adapter_load_and_switch(any_family_generator: Generator, tmp_path: object) -> None:
+    peft_model = save_random_adapter(any_family_generator.model, f"{tmp_path}/a1")
     base = peft_model.unload()  # back to the bare model, adapter saved on disk
     gen = Generator(base, any_family_generator.tokenizer, name="tiny")
     ids = gen.prompt_ids("who won the super bowl ?")
@@ -121,3 +127,63 @@ def test_lora_adapter_load_and_switch(any_family_generator: Generator, tmp_path:
     assert gen.probe(ids).entropy == pytest.approx(with_adapter, abs=1e-5)
     with pytest.raises(ModelError, match="has a dot"):
         gen.load_adapter(f"{tmp_path}/a1", "a.1")
+
+
+def saved_tiny_model(directory: str, architecture: str = "llama") -> Generator:
+    """A tiny generator whose model and tokenizer are saved to ``directory`` (a model folder)."""
+    from tests.unit.conftest import make_tiny_generator
+
+    tiny = make_tiny_generator(architecture=architecture, initializer_range=0.2)
+    tiny.model.save_pretrained(directory)
+    tiny.tokenizer.save_pretrained(directory)
+    return tiny
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_bfloat16_loading_decodes_and_reports_float_signals(
+    architecture: str, tmp_path: object
+) -> None:
+    """``precision="bfloat16"`` loads bf16 weights; greedy tokens match the bf16 model's own
+    ``generate``, signals and hidden states come back as floats, and an adapter applies."""
+    tiny = saved_tiny_model(f"{tmp_path}/m", architecture)
+    save_random_adapter(tiny.model, f"{tmp_path}/a1")
+
+    full = Generator.from_pretrained(f"{tmp_path}/m", precision="float32")
+    half = Generator.from_pretrained(f"{tmp_path}/m", precision="bfloat16")
+    assert {p.dtype for p in full.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    ids = half.prompt_ids("who won the super bowl ?")
+    reference = half.model.generate(
+        torch.tensor([ids]), max_new_tokens=8, do_sample=False, eos_token_id=sorted(half.stop_ids)
+    )[0, len(ids) :].tolist()
+    tokens = list(half.stream(ids, max_new_tokens=8))
+    assert [t.token_id for t in tokens] == reference
+    for token in tokens:
+        assert isinstance(token.signals.entropy, float) and math.isfinite(token.signals.entropy)
+        assert all(math.isfinite(v) for v in token.signals.lens_entropy.values())
+    # bf16 keeps ~3 significant digits: its entropy is near, not equal to, float32's.
+    assert half.probe(ids).entropy == pytest.approx(full.probe(ids).entropy, abs=0.1)
+    _, hidden = half.probe_features(ids, layer=2)
+    assert len(hidden) == 32 and all(isinstance(v, float) for v in hidden)
+    before = half.probe(ids).entropy
+    half.load_adapter(f"{tmp_path}/a1")
+    assert half.probe(ids).entropy != pytest.approx(before, abs=1e-3)
+    with pytest.raises(ConfigError, match="generator precision 'half' is not one of"):
+        Generator.from_pretrained(f"{tmp_path}/m", precision="half")
+
+
+def test_served_generator_takes_the_precision_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    from setpoint.agents.resources import Resources
+    from setpoint.settings import Settings
+
+    saved_tiny_model(f"{tmp_path}/m")
+    monkeypatch.setenv("SETPOINT_MODEL_DIR", f"{tmp_path}/m")
+    monkeypatch.setenv("SETPOINT_PRECISION", "BFloat16")
+    served = Resources(settings=Settings.from_env()).generator()
+    assert next(served.model.parameters()).dtype == torch.bfloat16
+    monkeypatch.setenv("SETPOINT_PRECISION", "fp16")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env()
+    assert str(caught.value) == "SETPOINT_PRECISION='fp16' is not one of auto, float32, bfloat16"
