@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from generalization import DATA, ROOT, SETS, read_questions, sample_questions
+from generalization import DATA, ROOT, SETS, WARM_UP, read_questions, sample_questions
 from ingest_command import parse_variant
 from machine_info import machine  # the folder of this script is on sys.path
 
@@ -36,29 +36,18 @@ from setpoint.settings import Settings
 __all__ = ["main"]
 
 DEFAULT_VARIANTS = ("float32=SETPOINT_PRECISION=float32", "bfloat16=SETPOINT_PRECISION=bfloat16")
-WARM_UP = "What is the capital of France?"
 
 
 def _settings(name: str, index: Path) -> Settings:
     return Settings.from_env().replace(collection=SETS[name], weaviate_data_override=index)
 
 
-def _questions(sets: list[str], limit: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (name, q)
-        for name in sets
-        for q in sample_questions(read_questions(name), limit, seed, name)
-    ]
-
-
 def worker(args: argparse.Namespace) -> None:
     """Ask every question in this process's environment; one ``ROW`` JSON line each."""
     from setpoint import Setpoint
 
-    by_set: dict[str, list[dict[str, Any]]] = {}
-    for name, question in _questions(args.sets, args.limit, args.seed):
-        by_set.setdefault(name, []).append(question)
-    for name, questions in by_set.items():
+    for name in args.sets:
+        questions = sample_questions(read_questions(name), args.limit, args.seed, name)
         with Setpoint(_settings(name, args.index)) as sp:
             sp.ask(WARM_UP)
             for question in questions:
