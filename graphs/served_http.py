@@ -7,7 +7,9 @@ HTTP client, a load balancer or a retrying SDK expects back-pressure as ``503 Se
 Unavailable`` with ``Retry-After``. ``BusyAs503`` makes the waiting run endpoints
 (``POST /runs/wait``, ``POST /threads/{id}/runs/wait``) say so; every other response passes
 through untouched. Streaming endpoints have sent their 200 before the run fails, so there
-the ``error`` event carries the same ``BusyError`` and message.
+the ``error`` event carries the same ``BusyError`` and message. The app's lifespan
+(``wide_executor``) gives the server's thread pool one thread per run it admits, so every
+concurrent run's synchronous nodes can reach the generator at once.
 
 Starlette comes with the LangGraph API server (``langgraph-cli[inmem]``); this module is
 loaded only by that server, never by ``import setpoint``.
@@ -15,12 +17,16 @@ loaded only by that server, never by ``import setpoint``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["BusyAs503", "app", "busy_error"]
+__all__ = ["BusyAs503", "admitted_runs", "app", "busy_error", "wide_executor"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,6 +36,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The exception class name the scheduler raises (``setpoint.errors.BusyError``).
 _BUSY = "BusyError"
+#: The API server's own default for ``N_JOBS_PER_WORKER``.
+_SERVER_DEFAULT_RUNS = 10
 
 
 def busy_error(body: bytes) -> tuple[str, int] | None:
@@ -122,12 +130,47 @@ class BusyAs503:
         await self.app(scope, receive, hold)
 
 
+def admitted_runs(environ: Mapping[str, str] | None = None) -> int:
+    """Runs the API server runs at once: its ``N_JOBS_PER_WORKER`` (set from ``--n-jobs-per-worker``).
+
+    Example:
+        >>> admitted_runs({"N_JOBS_PER_WORKER": "80"}), admitted_runs({})
+        (80, 10)
+    """
+    value = (os.environ if environ is None else environ).get("N_JOBS_PER_WORKER", "")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        return _SERVER_DEFAULT_RUNS
+
+
+@contextlib.asynccontextmanager
+async def wide_executor(app: Any) -> AsyncIterator[None]:
+    """Lifespan: a thread for the synchronous nodes of every run the server runs at once.
+
+    The API server runs a sync node with ``loop.run_in_executor(None, ...)``; asyncio's
+    default pool has ``min(32, cores + 4)`` threads, 6 on two cores, so of 16 concurrent
+    conversations only 6 were inside the graph and the batching scheduler never saw more
+    than 6 rows. The loop's default pool gets one thread per run the server admits
+    (``admitted_runs``: ``--n-jobs-per-worker``, which ``setpoint serve`` sets to ``SETPOINT_MAX_BATCH +
+    SETPOINT_MAX_QUEUE``), so every admitted run reaches the generator, whose batch and
+    queue limits then apply.
+    """
+    executor = ThreadPoolExecutor(max_workers=admitted_runs(), thread_name_prefix="setpoint-run")
+    asyncio.get_running_loop().set_default_executor(executor)
+    try:
+        yield
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
 def _app() -> Any:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
 
-    return Starlette(middleware=[Middleware(BusyAs503)])
+    return Starlette(middleware=[Middleware(BusyAs503)], lifespan=wide_executor)
 
 
-#: What ``langgraph.json`` names: no routes of its own, the middleware on every route.
+#: What ``langgraph.json`` names: no routes of its own, the middleware on every route, and
+#: a lifespan that gives every admitted run a thread for its synchronous nodes.
 app = _app()

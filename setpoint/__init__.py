@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from setpoint.errors import (
@@ -24,6 +25,7 @@ from setpoint.errors import (
     RetrievalError,
     SetpointError,
 )
+from setpoint.openmp import apply_openmp_defaults
 from setpoint.settings import Settings
 
 if TYPE_CHECKING:
@@ -53,6 +55,9 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Before anything of setpoint imports torch: how its OpenMP threads wait (setpoint/openmp.py).
+apply_openmp_defaults(os.environ)
 
 _LAZY = {
     "Setpoint": "setpoint.api",

@@ -22,13 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Embedder"]
 
-# OpenMP threads that wait for work busy-spin by default. On a CPU shared with anything
-# else (the Weaviate server during an ingest, other jobs), the spinning threads steal the
-# cores from the working ones: measured on 2 cores under load, one query embedding took
-# 90-120 ms spinning and 10-30 ms passive, a batch of passages ran 3-4x slower. The
-# OpenMP runtime reads this once, when torch is first imported, so it is set here, before
-# this module imports torch; an explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# How torch's OpenMP threads wait (passive after a short spin) is set at ``import setpoint``,
+# before this module can import torch: setpoint/openmp.py.
 
 
 def _one_line(exc: BaseException) -> str:

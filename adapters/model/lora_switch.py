@@ -77,6 +77,10 @@ class LoraSwitch:
         adapter = name or adapter_name(directory)
         if "." in adapter:
             raise ModelError(f"adapter name {adapter!r} has a dot; PEFT names cannot")
+        if adapter in self.adapters:
+            # Every reader pass names its adapter by folder: once loaded, the answer needs
+            # no lock (taking it stalled concurrent runs behind the scheduler's steps).
+            return adapter
         with self.lock:
             if adapter in self.adapters:
                 return adapter
@@ -106,9 +110,14 @@ class LoraSwitch:
             raise ConfigError(f"unknown adapter {name!r} (loaded: {known}); load it first")
         self._choose_adapter(name)
         # Also switched on the model now, for callers that run ``model`` themselves
-        # (training, tests); decoding calls switch to their own thread's choice anyway.
-        with self.lock:
-            self._apply_adapter(name)
+        # (training, tests), unless a decoding holds it: every decoding call switches to its
+        # own thread's choice anyway, so waiting for the lock here would only stall this
+        # run behind another's answer (or, batched, behind every scheduler step).
+        if self.lock.acquire(blocking=False):
+            try:
+                self._apply_adapter(name)
+            finally:
+                self.lock.release()
 
     def _choose_adapter(self, name: str | None) -> None:
         self._choice.adapter = name

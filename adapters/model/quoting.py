@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -43,6 +44,7 @@ class TokenTable:
     """
 
     _cache: dict[int, tuple[Any, TokenTable]] = {}  # noqa: RUF012 -- process-wide, keyed by tokenizer identity
+    _building = threading.Lock()
 
     def __init__(self, tokenizer: Any) -> None:
         pieces = tokenizer.batch_decode(
@@ -61,8 +63,13 @@ class TokenTable:
     def of(cls, tokenizer: Any) -> TokenTable:
         cached = cls._cache.get(id(tokenizer))
         if cached is None or cached[0] is not tokenizer:
-            cached = (tokenizer, cls(tokenizer))
-            cls._cache[id(tokenizer)] = cached
+            # Built once: concurrent first readers (a server's first requests) wait for it
+            # instead of each decoding the whole vocabulary under the GIL.
+            with cls._building:
+                cached = cls._cache.get(id(tokenizer))
+                if cached is None or cached[0] is not tokenizer:
+                    cached = (tokenizer, cls(tokenizer))
+                    cls._cache[id(tokenizer)] = cached
         return cached[1]
 
 

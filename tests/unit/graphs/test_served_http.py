@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -79,3 +80,25 @@ def test_busy_error_reads_only_busy_payloads() -> None:
         "generator busy; retry later",
         1,
     )
+
+
+def test_the_lifespan_gives_every_admitted_run_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 20 runs admitted at once (``--n-jobs-per-worker 20``): 20 synchronous nodes must be
+    # able to run together. asyncio's default pool (6 threads on two cores) would leave
+    # 14 of them queued behind the barrier and the wait would time out.
+    from setpoint.graphs.served_http import wide_executor
+
+    runs = 20
+    monkeypatch.setenv("N_JOBS_PER_WORKER", str(runs))
+    barrier = threading.Barrier(runs, timeout=10)
+
+    async def serve() -> list[int]:
+        async with wide_executor(None):
+            loop = asyncio.get_running_loop()
+            return list(
+                await asyncio.gather(
+                    *(loop.run_in_executor(None, barrier.wait) for _ in range(runs))
+                )
+            )
+
+    assert sorted(asyncio.run(serve())) == list(range(runs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import pytest
@@ -127,6 +128,45 @@ def test_lora_adapter_load_and_switch(any_family_generator: Generator, tmp_path:
     assert gen.probe(ids).entropy == pytest.approx(with_adapter, abs=1e-5)
     with pytest.raises(ModelError, match="has a dot"):
         gen.load_adapter(f"{tmp_path}/a1", "a.1")
+
+
+def test_choosing_an_adapter_does_not_wait_for_another_threads_decoding(
+    tiny_generator: Generator, tmp_path: object
+) -> None:
+    """A run picks its adapter while another holds the model; its next decoding uses it."""
+    peft_model = save_random_adapter(tiny_generator.model, f"{tmp_path}/a1")
+    gen = Generator(peft_model.unload(), tiny_generator.tokenizer, name="tiny")
+    ids = gen.prompt_ids("who won the super bowl ?")
+    gen.load_adapter(f"{tmp_path}/a1")
+    with_adapter = gen.probe(ids).entropy
+    gen.set_adapter(None)
+    base = gen.probe(ids).entropy
+    decoding, done = threading.Event(), threading.Event()
+    chosen, seen = threading.Event(), []
+
+    def another_run_decoding() -> None:
+        with gen.lock:  # what a serialised answer or a scheduler step holds
+            decoding.set()
+            done.wait(10)
+
+    def this_run() -> None:
+        gen.load_adapter(f"{tmp_path}/a1")  # already loaded: by name, no lock
+        gen.set_adapter("a1")
+        chosen.set()
+        seen.append(gen.probe(ids).entropy)  # waits for the model, then reads with a1
+
+    holder = threading.Thread(target=another_run_decoding)
+    holder.start()
+    assert decoding.wait(10)
+    run = threading.Thread(target=this_run)
+    run.start()
+    picked_while_busy = chosen.wait(5)
+    done.set()
+    holder.join(10)
+    run.join(10)
+    assert picked_while_busy, "choosing an adapter waited for another thread's decoding"
+    assert seen == [pytest.approx(with_adapter, abs=1e-5)]
+    assert gen.probe(ids).entropy == pytest.approx(base, abs=1e-5)  # this thread kept None
 
 
 def saved_tiny_model(directory: str, architecture: str = "llama") -> Generator:
