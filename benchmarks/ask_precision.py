@@ -28,7 +28,7 @@ from typing import Any
 
 from generalization import DATA, ROOT, SETS, WARM_UP, read_questions, sample_questions
 from ingest_command import parse_variant
-from machine_info import machine  # the folder of this script is on sys.path
+from machine_info import machine, rotated  # the folder of this script is on sys.path
 
 from setpoint.adapters.domain.metrics import best_f1
 from setpoint.settings import Settings
@@ -146,8 +146,7 @@ def main() -> None:
     variants = [parse_variant(v)[:2] for v in (args.variant or DEFAULT_VARIANTS)]
     runs: dict[str, list[list[dict[str, Any]]]] = {name: [] for name, _ in variants}
     for round_no in range(args.rounds):
-        shift = round_no % len(variants)
-        for name, env in variants[shift:] + variants[:shift]:
+        for name, env in rotated(variants, round_no):
             started = time.perf_counter()
             runs[name].append(_run(args, env))
             print(f"round {round_no + 1} {name}: {time.perf_counter() - started:.0f} s", flush=True)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine_info import machine  # the folder of this script is on sys.path
+from machine_info import machine, rotated  # the folder of this script is on sys.path
 
 from setpoint.adapters.lora.qa_data import default_squad_dir
 
@@ -89,9 +89,7 @@ def main() -> None:
     info = machine()
     with tempfile.TemporaryDirectory(prefix="ingest-command-") as work:
         for round_no in range(args.rounds):
-            # Rotate the order each round so no variant always runs first or last.
-            shift = round_no % len(variants)
-            for name, env, flags in variants[shift:] + variants[:shift]:
+            for name, env, flags in rotated(variants, round_no):
                 result = run_once(args.passages, env, flags, Path(work))
                 runs[name].append(result)
                 print(f"round {round_no + 1} {name}: {result}", flush=True)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine_info import machine  # the folder of this script is on sys.path
+from machine_info import machine, rotated  # the folder of this script is on sys.path
 
 from setpoint.adapters.lora.qa_data import default_squad_dir
 from setpoint.settings import INGEST_BATCH
@@ -171,7 +171,7 @@ def _embed_alone(
     order = list(embedders)
     for r in range(rounds):
         mine = list(range(r, len(groups), rounds))
-        for name in order[r % len(order) :] + order[: r % len(order)]:
+        for name in rotated(order, r):
             started = time.perf_counter()
             for g in mine:
                 vectors[name][g] = embedders[name].embed_documents(groups[g])
@@ -248,7 +248,7 @@ def _embed_and_write(
             stores[name, overlap].connect()
         for r in range(rounds):
             mine = records[r * len(records) // rounds : (r + 1) * len(records) // rounds]
-            for run in runs[r % len(runs) :] + runs[: r % len(runs)]:
+            for run in rotated(runs, r):
                 report = write_passages(
                     stores[run], mine, source="squad", progress=False, overlap=run[1]
                 )

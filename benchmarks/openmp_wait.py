@@ -29,20 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine_info import machine  # the folder of this script is on sys.path
+from machine_info import machine, rotated  # the folder of this script is on sys.path
 
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
-#: name -> the OpenMP variables of that run (nothing else of the environment changes).
-VARIANTS = {
-    "setpoint default: passive after 20,000 spins": {
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "GOMP_SPINCOUNT": "20000",
-    },
-    "passive (the previous default)": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "libgomp's own default (neither set)": {},
-}
 MEASURES = (
     "prefill 600",
     "prefill 600 in 128-token chunks",
@@ -97,10 +88,28 @@ def worker(
         return {name: _timed(run, repeats) for name, run in zip(MEASURES, runs, strict=True)}
 
 
+def _variants() -> dict[str, dict[str, str]]:
+    """name -> the OpenMP variables of that run (nothing else of the environment changes).
+
+    Imported here, in the parent only: a worker importing setpoint would get its defaults.
+    """
+    from setpoint.openmp import OPENMP_DEFAULTS
+
+    return {
+        f"setpoint default: passive after {int(OPENMP_DEFAULTS['GOMP_SPINCOUNT']):,} spins": dict(
+            OPENMP_DEFAULTS
+        ),
+        "passive (the previous default)": {"OMP_WAIT_POLICY": "PASSIVE"},
+        "libgomp's own default (neither set)": {},
+    }
+
+
 def _run(
     model_dir: Path, dtype: str, env: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    from setpoint.openmp import OPENMP_DEFAULTS
+
+    clean = {k: v for k, v in os.environ.items() if k not in OPENMP_DEFAULTS}
     command = [sys.executable, __file__, "--worker", str(model_dir), "--dtype", dtype]
     command += ["--threads", str(args.threads), "--repeats", str(args.repeats)]
     done = subprocess.run(
@@ -131,11 +140,12 @@ def main() -> None:
     # The served generator's float type (``SETPOINT_PRECISION``), chosen here: importing
     # setpoint in a worker would set the OpenMP defaults the variants compare.
     dtype = "bfloat16" if use_bfloat16(settings.precision, what="generator") else "float32"
-    names = list(VARIANTS)
+    variants = _variants()
+    names = list(variants)
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            rounds[name].append(_run(model_dir, dtype, VARIANTS[name], args))
+        for name in rotated(names, r):
+            rounds[name].append(_run(model_dir, dtype, variants[name], args))
             print(f"round {r + 1} {name}: done", flush=True)
     results = {
         name: {
@@ -166,7 +176,7 @@ def main() -> None:
         "machine": machine(),
         "model_dir": str(model_dir),
         "dtype": dtype,
-        "variants": VARIANTS,
+        "variants": variants,
         "results": results,
         "rounds": rounds,
     }
