@@ -91,6 +91,7 @@ class Resources:
                     settings.generator_dir,
                     threads=settings.threads,
                     precision=settings.precision,
+                    packed_decode=settings.packed_decode,
                     batching=BatchLimits(settings.max_batch, settings.max_queue)
                     if settings.batching
                     else None,

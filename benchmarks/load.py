@@ -320,7 +320,8 @@ def main() -> int:
             "python": platform.python_version(),
             "load_average_end": [round(x, 2) for x in os.getloadavg()],
         },
-        "batching": os.environ.get("SETPOINT_BATCHING", "off"),
+        # setpoint serve batches unless SETPOINT_BATCHING says otherwise (Settings.for_server).
+        "batching": os.environ.get("SETPOINT_BATCHING", "on"),
         "command": f"python benchmarks/load.py --conversations {args.conversations} --duration {args.duration:g}",
         # setpoint serve runs max(10, SETPOINT_MAX_BATCH + SETPOINT_MAX_QUEUE) runs at once.
         "server": "setpoint serve (langgraph dev, in-memory runtime) on 127.0.0.1",

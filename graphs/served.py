@@ -2,7 +2,8 @@
 
 ``make_graph`` is a LangGraph graph factory: the server calls it when it needs the graph
 and gets the same compiled graph every time, built once per process from ``SETPOINT_*``
-settings (a server, so its embedded Weaviate requires a key; see ``Settings.for_server``).
+settings (a server, so its embedded Weaviate requires a key and its concurrent runs are
+decoded in one batch unless ``SETPOINT_BATCHING=off``; see ``Settings.for_server``).
 A bad ``SETPOINT_*`` variable therefore fails the server's first request with a
 ``ConfigError``, never an ``import`` of setpoint.
 """
@@ -10,9 +11,12 @@ A bad ``SETPOINT_*`` variable therefore fails the server's first request with a
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["make_graph"]
+if TYPE_CHECKING:
+    from setpoint.settings import Settings
+
+__all__ = ["make_graph", "served_settings"]
 
 _built: list[Any] = []
 _building = threading.Lock()
@@ -31,7 +35,13 @@ def make_graph() -> Any:
         if not _built:
             from setpoint.agents.resources import Resources
             from setpoint.graphs.graph import build_graph
-            from setpoint.settings import Settings
 
-            _built.append(build_graph(Resources(settings=Settings.from_env().for_server())))
+            _built.append(build_graph(Resources(settings=served_settings())))
         return _built[0]
+
+
+def served_settings() -> Settings:
+    """``SETPOINT_*`` settings as the served graph uses them (``Settings.for_server``)."""
+    from setpoint.settings import Settings
+
+    return Settings.from_env().for_server()

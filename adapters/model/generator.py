@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from setpoint.adapters.domain.signals import StepSignals
+from setpoint.adapters.model.attention import use_packed_decode_attention
 from setpoint.adapters.model.forward import lm_head, run_pass, step_signals
 from setpoint.adapters.model.lora_switch import LoraSwitch
 from setpoint.adapters.model.prompts import (
@@ -86,9 +87,12 @@ class Generator(LoraSwitch):
         lens_layers: Sequence[int] | None = None,
         prefix_cache_size: int = 4,
         batching: BatchLimits | None = None,
+        packed_decode: bool = True,
     ) -> None:
 
         self.model = model.eval()
+        if packed_decode:  # grouped-query decode steps on packed heads (attention.py)
+            use_packed_decode_attention(self.model)
         self.tokenizer = tokenizer
         self.name = name
         if getattr(tokenizer, "chat_template", None) is None:
@@ -129,14 +133,14 @@ class Generator(LoraSwitch):
         path: str | Path,
         *,
         threads: int | None = None,
-        lens_layers: Sequence[int] | None = None,
-        batching: BatchLimits | None = None,
         precision: str = "float32",
+        **options: Any,
     ) -> Generator:
         """Load a local Hugging Face model directory (safetensors + tokenizer).
 
-        ``batching`` turns on the scheduler that decodes concurrent calls together.
-        ``precision`` (``adapters.model.precision``): the weights' float type. Training
+        ``options`` go to ``Generator`` (``lens_layers``, ``batching``: the scheduler that
+        decodes concurrent calls together, ``packed_decode``). ``precision``
+        (``adapters.model.precision``): the weights' float type. Training
         keeps float32; serving takes ``Settings.precision`` (``auto``: bfloat16 on CPUs
         that compute it natively). Signals and hidden states are returned in float32.
         """
@@ -164,9 +168,7 @@ class Generator(LoraSwitch):
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"could not load the model at {directory}: {first}") from exc
-        return cls(
-            model, tokenizer, name=directory.name, lens_layers=lens_layers, batching=batching
-        )
+        return cls(model, tokenizer, name=directory.name, **options)
 
     def _find_stop_ids(self) -> frozenset[int]:
         ids: set[int] = set()

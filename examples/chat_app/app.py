@@ -22,6 +22,7 @@ from setpoint.api import Setpoint
 from setpoint.errors import SetpointError
 from setpoint.events import ResultEvent
 from setpoint.graphs.context import Context
+from setpoint.settings import Settings
 
 __all__ = ["create_app", "sse_event"]
 
@@ -82,7 +83,8 @@ class ChatService:
     """
 
     def __init__(self, session: Setpoint | None = None) -> None:
-        self.session = session or Setpoint()
+        # Visitors ask at once: their answers are decoded in one batch (for_concurrent_runs).
+        self.session = session or Setpoint(Settings.from_env().for_concurrent_runs())
 
     def context(self, setpoint: str | None = None, probe_setpoint: str | None = None) -> Context:
         """The session's run context, with the setpoints a visitor typed (blank keeps the default)."""

@@ -43,8 +43,11 @@ GRAPH_ID = "setpoint"
 HEALTH_TIMEOUT_S = 1.0
 #: Longest silence while a run is on the server; it sends a blank line every 5 s while busy.
 RUN_READ_TIMEOUT_S = 60.0
-#: Settings that travel with each run (or that the server sets itself), so they may differ.
-PER_RUN_FIELDS = frozenset({"setpoint", "review", "trace_console", "weaviate_auth"})
+#: Settings that travel with each run (or that the server sets itself, or that only change
+#: how generations share the model, never an answer), so they may differ.
+PER_RUN_FIELDS = frozenset(
+    {"setpoint", "review", "trace_console", "weaviate_auth", "batching", "max_batch", "max_queue"}
+)
 
 # Loopback only: a proxy from the environment (http_proxy) must not see these requests.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -206,6 +206,8 @@ def test_server_with_other_settings_or_dead_is_not_used(served: Settings, tmp_pa
     assert find_server(served) is not None
     assert find_server(served.replace(collection="Other")) is None
     assert settings_fingerprint(served) == settings_fingerprint(served.replace(setpoint=3.0))
+    # The server batches by default and the asking CLI does not: answers are the same.
+    assert settings_fingerprint(served) == settings_fingerprint(served.replace(batching=True))
     # A record left by a server that died: skipped and removed, not waited on.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
