@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from generalization import DATA, ROOT, SETS, WARM_UP, read_questions, sample_questions
+from generalization import DATA, ROOT, SETS, WARM_UP, scored_sample
 from ingest_command import parse_variant
 from machine_info import machine, rotated  # the folder of this script is on sys.path
 
@@ -47,7 +47,7 @@ def worker(args: argparse.Namespace) -> None:
     from setpoint import Setpoint
 
     for name in args.sets:
-        questions = sample_questions(read_questions(name), args.limit, args.seed, name)
+        questions = scored_sample(name, args.limit, args.seed)
         with Setpoint(_settings(name, args.index)) as sp:
             sp.ask(WARM_UP)
             for question in questions:

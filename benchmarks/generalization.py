@@ -52,7 +52,17 @@ from machine_info import machine  # the folder of this script is on sys.path
 
 from setpoint.adapters.model.catalog import DEFAULT_MODEL
 
-__all__ = ["SETS", "STRATEGIES", "main", "read_questions", "run_set", "sample_questions"]
+__all__ = [
+    "DEV_PARTS",
+    "SETS",
+    "STRATEGIES",
+    "dev_part",
+    "main",
+    "read_questions",
+    "run_set",
+    "sample_questions",
+    "scored_sample",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -66,6 +76,12 @@ SETS = {
 }
 #: Sets of SQuAD's dev articles: scored on the reader's evaluation titles only.
 SQUAD_SETS = ("squad", "squad_v2")
+#: Named dev parts of evaluation sets that have no train split: questions set aside for
+#: fitting (the reader probe), never scored. Each is drawn (seeded by its name) from the
+#: questions outside every scored sample of seed 0 at the limits in ``DEV_GUARD_LIMITS``,
+#: and shares no passage with them; a sample at another limit or seed drops any it draws.
+DEV_PARTS = {"nq_open": 400}
+DEV_GUARD_LIMITS = (25, 50, 100, 250)
 #: Training splits, for ``--develop`` only: choosing a method on them, never a reported number.
 TRAIN_SETS = {
     "2wikimultihopqa_train": "Gen2wikimultihopqaTrain",
@@ -122,6 +138,35 @@ def sample_questions(
         return list(questions)
     picked = random.Random(f"{seed}:{name}").sample(range(len(questions)), limit)
     return [questions[i] for i in sorted(picked)]
+
+
+def dev_part(name: str, data: Path = DATA) -> list[dict[str, Any]]:
+    """``name``'s named dev part (``DEV_PARTS``): questions to fit on, never scored."""
+    size = DEV_PARTS.get(name, 0)
+    if not size:
+        return []
+    questions = read_questions(name, data)
+    guard = {
+        str(q["id"]) for n in DEV_GUARD_LIMITS for q in sample_questions(questions, n, 0, name)
+    }
+    passages = {p for q in questions if str(q["id"]) in guard for p in gold_passages(q)}
+    free = [q for q in questions
+            if str(q["id"]) not in guard and not passages.intersection(gold_passages(q))]  # fmt: skip
+    picked = random.Random(f"dev:{name}").sample(range(len(free)), min(size, len(free)))
+    return [free[i] for i in sorted(picked)]
+
+
+def scored_sample(
+    name: str, limit: int, seed: int, *, develop: bool = False
+) -> list[dict[str, Any]]:
+    """The questions a run scores: ``sample_questions`` of the set, less its dev part."""
+    questions = sample_questions(read_questions(name, develop=develop), limit, seed, name)
+    held = {str(q["id"]) for q in dev_part(name)}
+    kept = [q for q in questions if str(q["id"]) not in held]
+    if len(kept) < len(questions):
+        print(f"{name}: {len(questions) - len(kept)} sampled questions are in its dev part "
+              "(DEV_PARTS) and are not scored", flush=True)  # fmt: skip
+    return kept
 
 
 def gold_passages(question: dict[str, Any]) -> list[str]:
@@ -369,9 +414,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ingests: dict[str, Any] = {}
     samples: dict[str, list[str]] = {}
     for name in sets:
-        questions = sample_questions(
-            read_questions(name, develop=args.develop), args.limit, args.seed, name
-        )
+        questions = scored_sample(name, args.limit, args.seed, develop=args.develop)
         samples[name] = [str(q["id"]) for q in questions]
         settings = base.replace(
             collection=collections[name], weaviate_url=None, weaviate_data_override=index

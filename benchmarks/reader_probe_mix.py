@@ -1,8 +1,8 @@
-"""The shipped reader probe, refitted on answers the product gave on four kinds of question.
+"""The shipped reader probe, refitted on answers the product gave on five kinds of question.
 
 The probe shipped before was fitted on SQuAD reads made outside the graph, so it had never
 seen an unanswerable question, a multi-hop one, or the product's own retrieval. This job
-reads questions of four sources through ``Setpoint.ask`` (``setpoint.jobs.reader_calibration``),
+reads questions of five sources through ``Setpoint.ask`` (``setpoint.jobs.reader_calibration``),
 each in the generalisation benchmark's collection of its data folder, and fits one probe on
 all of them (held-out groups give its validation numbers):
 
@@ -10,7 +10,9 @@ all of them (held-out groups give its validation numbers):
   training titles SQuAD v2 does not share (so no SQuAD v2 question the benchmarks score is
   fitted to);
 - ``squad_v2``: the set-aside titles ``SQUAD_V2_TRAIN_TITLES``, answerable and unanswerable;
-- ``2wikimultihopqa_train`` and ``musique_train``: the train splits.
+- ``2wikimultihopqa_train`` and ``musique_train``: the train splits;
+- ``nq_open_dev``: NQ-Open's named dev part (``generalization.DEV_PARTS``: 400 questions
+  outside, and sharing no passage with, every scored sample of seed 0 up to 250).
 
 No scored set is read, and no question the reader adapter trained on (its record's
 ``learned`` questions, and for SQuAD every question of its stages' training order). Rows are
@@ -39,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from generalization import DATA, ROOT, SETS, TRAIN_SETS, reader_split, results_suffix
+from generalization import DATA, ROOT, SETS, TRAIN_SETS, dev_part, reader_split, results_suffix
 from machine_info import machine
 
 #: Source -> (data folder, questions read).
@@ -48,6 +50,9 @@ SOURCES = {
     "squad_v2": ("squad_v2", 300),
     "2wikimultihopqa_train": ("2wikimultihopqa_train", 400),
     "musique_train": ("musique_train", 100),
+    # Real search-engine queries (lower case, no question mark): the named dev part of
+    # NQ-Open (generalization.DEV_PARTS), which the generalisation benchmark never scores.
+    "nq_open_dev": ("nq_open", 300),
 }
 
 
@@ -64,6 +69,9 @@ def source_questions(name: str, limit: int, seed: int, reader: Path) -> list[Any
     folder = DATA / SOURCES[name][0]
     if name == "squad_v2":
         pool = read_questions(folder, groups=SQUAD_V2_TRAIN_TITLES, by_passage=True)
+    elif name == "nq_open_dev":
+        held = {str(q["id"]) for q in dev_part("nq_open")}
+        pool = [q for q in read_questions(folder) if q.id in held]
     elif name != "squad":
         pool = read_questions(folder)
     else:

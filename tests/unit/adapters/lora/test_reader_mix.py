@@ -166,6 +166,29 @@ def test_set_aside_titles_are_never_scored(monkeypatch: pytest.MonkeyPatch) -> N
     assert scored <= set(TitleSplit.load(shipped_reader_dir() / "split.json").eval)
 
 
+def test_nq_opens_dev_part_is_never_scored_and_shares_no_passage(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from generalization import DEV_GUARD_LIMITS, dev_part, gold_passages, scored_sample
+
+    if not (SHARED / "nq_open" / "questions.jsonl").is_file():
+        pytest.skip("../shared/data/nq_open is not on this machine")
+    dev = dev_part("nq_open")
+    held = {str(q["id"]) for q in dev}
+    dev_passages = {p for q in dev for p in gold_passages(q)}
+    assert len(held) == len(dev) == 400
+    for limit in DEV_GUARD_LIMITS:
+        scored = scored_sample("nq_open", limit, 0)
+        assert len(scored) == limit  # the guarded samples lose nothing
+        assert not {str(q["id"]) for q in scored} & held
+        assert not {p for q in scored for p in gold_passages(q)} & dev_passages
+    # A larger sample draws some dev questions: they are dropped, and said so.
+    big = scored_sample("nq_open", 500, 0)
+    assert not {str(q["id"]) for q in big} & held and len(big) < 500
+    assert "dev part" in capsys.readouterr().out
+
+
 def test_the_product_reads_unanswerable_as_unsure_with_no_answer() -> None:
     assert is_no_answer("Unanswerable.") and not is_no_answer("an unanswerable riddle")
     common: dict[str, Any] = {
