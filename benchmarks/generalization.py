@@ -140,12 +140,16 @@ def sample_questions(
     return [questions[i] for i in sorted(picked)]
 
 
-def dev_part(name: str, data: Path = DATA) -> list[dict[str, Any]]:
-    """``name``'s named dev part (``DEV_PARTS``): questions to fit on, never scored."""
+def dev_part(name: str, questions: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """``name``'s named dev part (``DEV_PARTS``): questions to fit on, never scored.
+
+    ``questions``: the set's questions when the caller has read them already.
+    """
     size = DEV_PARTS.get(name, 0)
     if not size:
         return []
-    questions = read_questions(name, data)
+    if questions is None:
+        questions = read_questions(name)
     guard = {
         str(q["id"]) for n in DEV_GUARD_LIMITS for q in sample_questions(questions, n, 0, name)
     }
@@ -160,8 +164,9 @@ def scored_sample(
     name: str, limit: int, seed: int, *, develop: bool = False
 ) -> list[dict[str, Any]]:
     """The questions a run scores: ``sample_questions`` of the set, less its dev part."""
-    questions = sample_questions(read_questions(name, develop=develop), limit, seed, name)
-    held = {str(q["id"]) for q in dev_part(name)}
+    every = read_questions(name, develop=develop)
+    questions = sample_questions(every, limit, seed, name)
+    held = {str(q["id"]) for q in dev_part(name, every)}
     kept = [q for q in questions if str(q["id"]) not in held]
     if len(kept) < len(questions):
         print(f"{name}: {len(questions) - len(kept)} sampled questions are in its dev part "

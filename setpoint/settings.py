@@ -266,9 +266,10 @@ class Settings:
     def for_concurrent_runs(self) -> Settings:
         """These settings where several runs arrive at once: batching on unless set.
 
-        Through ``setpoint serve`` with 16 conversations, batched decoding answered 1.33x
-        the requests of serialised generation (p50 20.9 s against 27.4 s; BENCHMARKS.md
-        "Many conversations at once"); ``SETPOINT_BATCHING=off`` keeps the serialised mode.
+        Through ``setpoint serve`` with 16 conversations, batched decoding answered
+        1.19-1.37x the requests of serialised generation (p50 19.2 s against 26.1 s at
+        1.37x), and 0.96-1.07x with one (BENCHMARKS.md "Many conversations at once");
+        ``SETPOINT_BATCHING=off`` keeps the serialised mode.
 
         Example:
             >>> Settings().batching, Settings().for_concurrent_runs().batching
